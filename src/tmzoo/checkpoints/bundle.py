@@ -1,0 +1,150 @@
+"""tmzoo's checkpoint format and the model it rebuilds.
+
+A tmzoo checkpoint is a Lightning-style dict: ``state_dict`` with keys prefixed by module
+name (``encoder.``, ``gap_head.``, ``denoising_head.``, ``head.``) and a ``tmzoo`` entry of
+plain data (:data:`spec`) saying how to rebuild each module and how to featurise inputs.
+Only tmzoo's own classes can be named there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tmzoo.checkpoints.official import convert_official, is_official
+from tmzoo.checkpoints.safe_pickle import safe_load
+from tmzoo.models.output import EncoderOutput
+
+_ALLOWED_PACKAGES = ("tmzoo.",)
+
+
+def build_module(spec: dict) -> nn.Module:
+    """Instantiate ``{"class_path": ..., "init_args": {...}}`` for a tmzoo class only."""
+    path = spec["class_path"]
+    if not path.startswith(_ALLOWED_PACKAGES):
+        raise ValueError(f"checkpoint names class {path!r}; only tmzoo classes may be rebuilt")
+    module_name, _, cls_name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"{path} is not a torch module")
+    return cls(**spec.get("init_args", {}))
+
+
+def module_spec(module: nn.Module) -> dict:
+    """The ``class_path``/``init_args`` of a tmzoo module (its recorded ``config``)."""
+    cls = type(module)
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    for public in ("tmzoo.models", "tmzoo.models.baselines"):
+        mod = importlib.import_module(public)
+        if getattr(mod, cls.__name__, None) is cls:
+            path = f"{public}.{cls.__name__}"
+    return {"class_path": path, "init_args": dict(getattr(module, "config", {}))}
+
+
+class ModelBundle(nn.Module):
+    """Encoder + heads rebuilt from a checkpoint, ready to predict.
+
+    ``predict`` returns ``[B, T]``: the fine-tuned head's output de-standardised, or the gap
+    head's for a pretraining checkpoint.
+    """
+
+    def __init__(self, spec: dict, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.spec = spec
+        self.encoder = modules["encoder"]
+        self.heads = nn.ModuleDict({k: v for k, v in modules.items() if k != "encoder"})
+        self.task = spec.get("task", "pretraining")
+        targets = spec.get("targets") or (["homolumogap"] if self.task == "pretraining" else None)
+        self.target_names = list(targets or [f"target_{i}" for i in range(self._num_outputs())])
+        mean = spec.get("target_mean")
+        std = spec.get("target_std")
+        self.register_buffer("target_mean", torch.tensor(mean if mean is not None else 0.0).float().view(-1), persistent=False)
+        self.register_buffer("target_std", torch.tensor(std if std is not None else 1.0).float().view(-1), persistent=False)
+
+    def _num_outputs(self) -> int:
+        head = self.heads["head"] if "head" in self.heads else None
+        return getattr(head, "config", {}).get("num_targets", 1) if head is not None else 1
+
+    @property
+    def featurization(self) -> dict:
+        return dict(self.spec.get("featurization", {"max_hops": 5, "reference_compatible": False}))
+
+    def encode(self, batch, modes: Tensor | None = None) -> EncoderOutput:
+        return self.encoder(batch, modes) if modes is not None else self.encoder(batch)
+
+    def predict(self, batch, modes: Tensor | None = None) -> Tensor:
+        out = self.encode(batch, modes)
+        if "head" in self.heads:
+            return self.heads["head"](out) * self.target_std + self.target_mean
+        return self.heads["gap_head"](out)
+
+
+def _spec_and_state(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
+    if is_official(checkpoint):
+        return convert_official(checkpoint)
+    if isinstance(checkpoint, dict) and "tmzoo" in checkpoint and "state_dict" in checkpoint:
+        return checkpoint["tmzoo"], checkpoint["state_dict"]
+    raise ValueError("not a tmzoo checkpoint nor a released Transformer-M checkpoint")
+
+
+def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor]) -> None:
+    """Load prefixed weights into ``modules``; any missing, unexpected or mis-shaped tensor is an error."""
+    expected = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"tensor {key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(expected[key].shape)} in the model"
+            )
+    for name, module in modules.items():
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
+    """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected)."""
+    spec, state = _spec_and_state(safe_load(path, map_location=map_location))
+    modules = {name: build_module(s) for name, s in spec["modules"].items()}
+    load_state_strict(modules, state)
+    bundle = ModelBundle(spec, modules)
+    return bundle.eval()
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_bundle(spec: dict, state_dict: dict[str, Tensor], path: str | Path) -> None:
+    """Write a tmzoo checkpoint (readable with ``torch.load(weights_only=True)``)."""
+    atomic_save({"state_dict": state_dict, "tmzoo": spec}, path)
+
+
+def convert_checkpoint(source: str | Path, target: str | Path) -> dict:
+    """``tmzoo convert``: released file → tmzoo checkpoint; returns the spec written."""
+    checkpoint = safe_load(source)
+    if not is_official(checkpoint):
+        raise ValueError(f"{source} is not a released Transformer-M checkpoint")
+    spec, state = convert_official(checkpoint)
+    modules = {name: build_module(s) for name, s in spec["modules"].items()}
+    load_state_strict(modules, state)  # verify before writing
+    save_bundle(spec, {k: v.contiguous() for k, v in state.items()}, target)
+    return spec

@@ -1,0 +1,1 @@
+"""PyG transforms and batching for Transformer-M."""

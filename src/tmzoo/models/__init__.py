@@ -1,0 +1,14 @@
+"""Models: the Transformer-M encoder, its parts and heads."""
+
+from tmzoo.models.heads import DenoisingHead, GapHead, GraphRegressionHead
+from tmzoo.models.output import EncoderOutput, Mode
+from tmzoo.models.transformer_m import TransformerM
+
+__all__ = [
+    "DenoisingHead",
+    "EncoderOutput",
+    "GapHead",
+    "GraphRegressionHead",
+    "Mode",
+    "TransformerM",
+]

@@ -1,0 +1,84 @@
+"""Post-LN Transformer layer with an additive attention bias and stochastic depth."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def drop_path(x: Tensor, p: float, training: bool, per_token: bool = False) -> Tensor:
+    """Stochastic depth on a residual branch ``x`` ``[B, T, C]``.
+
+    Drops whole molecules; ``per_token=True`` reproduces the reference, whose time-first
+    tensors drop one token position across the whole batch.
+    """
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    shape = (1, x.shape[1], 1) if per_token else (x.shape[0], 1, 1)
+    mask = x.new_empty(shape).bernoulli_(keep)
+    return x * mask / keep
+
+
+class BiasedSelfAttention(nn.Module):
+    """Multi-head self-attention whose logits get a ``[B, H, T, T]`` additive bias."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.1):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        b, t, c = x.shape
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        # q is scaled before the bias is added, as in the reference; SDPA does exactly that
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+
+
+class TransformerMLayer(nn.Module):
+    """``x = LN(x + Attn(x)); x = LN(x + FFN(x))`` with dropout and stochastic depth."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.1,
+        droppath: float = 0.0,
+        droppath_per_token: bool = False,
+    ):
+        super().__init__()
+        self.self_attn = BiasedSelfAttention(embed_dim, num_heads, attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.droppath = droppath
+        self.droppath_per_token = droppath_per_token
+
+    def _residual(self, x: Tensor, branch: Tensor) -> Tensor:
+        return x + drop_path(self.dropout(branch), self.droppath, self.training, self.droppath_per_token)
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        x = self.self_attn_layer_norm(self._residual(x, self.self_attn(x, bias)))
+        ffn = self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+        return self.final_layer_norm(self._residual(x, ffn))

@@ -1,0 +1,128 @@
+"""Transformer-M: one Transformer over atoms + a graph token, with 2D and 3D channels."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from tmzoo.data.dense import DenseMolecules, to_dense
+from tmzoo.models.embeddings import AtomEmbedding, Graph2DBias
+from tmzoo.models.geometry import Geometry3DBias
+from tmzoo.models.init import init_transformer_m_
+from tmzoo.models.layers import TransformerMLayer
+from tmzoo.models.output import EncoderOutput, Mode
+
+
+class TransformerM(nn.Module):
+    """The Transformer-M encoder (Luo et al., ICLR 2023), as in ``SPEC.md``.
+
+    Args:
+        num_layers, embed_dim, ffn_dim, num_heads: backbone shape (L12: 12, 768, 768, 32).
+        num_kernels: Gaussian kernels of the 3D channel.
+        use_2d, use_3d: build the 2D / 3D channel at all (Graphormer = 2D only).
+        mode_probs: (p_2D+3D, p_2D, p_3D) for mode dropout in training.
+        dropout, attention_dropout, activation_dropout, droppath: regularisation.
+        reference_compatible: reproduce the reference's quirks (batch-wide stochastic depth
+            per token position, batch-dependent hop padding); set when loading its weights.
+        recompute_3d: recompute the Gaussian basis in backward to save memory.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 12,
+        embed_dim: int = 768,
+        ffn_dim: int = 768,
+        num_heads: int = 32,
+        num_kernels: int = 128,
+        use_2d: bool = True,
+        use_3d: bool = True,
+        mode_probs: Sequence[float] = (0.2, 0.2, 0.6),
+        dropout: float = 0.0,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.1,
+        droppath: float = 0.1,
+        multi_hop_max_dist: int = 5,
+        reference_compatible: bool = False,
+        recompute_3d: bool = True,
+    ):
+        super().__init__()
+        if not (use_2d or use_3d):
+            raise ValueError("Transformer-M needs at least one of use_2d, use_3d")
+        probs = torch.tensor([float(p) for p in mode_probs])
+        if probs.numel() != 3 or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-6:
+            raise ValueError(f"mode_probs must be 3 non-negative numbers summing to 1, got {mode_probs}")
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "probs")}
+        self.config["mode_probs"] = [float(p) for p in mode_probs]
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.use_2d, self.use_3d = use_2d, use_3d
+        self.register_buffer("mode_probs", probs, persistent=False)
+
+        self.atom_feature = AtomEmbedding(embed_dim)
+        self.molecule_attn_bias = Graph2DBias(
+            num_heads, multi_hop_max_dist=multi_hop_max_dist, exact_hop_padding=reference_compatible
+        )
+        self.molecule_3d_bias = (
+            Geometry3DBias(embed_dim, num_heads, num_kernels, recompute=recompute_3d) if use_3d else None
+        )
+        self.emb_layer_norm = nn.LayerNorm(embed_dim)
+        self.emb_dropout = nn.Dropout(dropout)
+        rates = torch.linspace(0, droppath, num_layers).tolist() if num_layers > 1 else [0.0]
+        self.layers = nn.ModuleList(
+            TransformerMLayer(
+                embed_dim, ffn_dim, num_heads, dropout, attention_dropout, activation_dropout,
+                droppath=rate, droppath_per_token=reference_compatible,
+            )
+            for rate in rates
+        )
+        self.apply(init_transformer_m_)
+
+    # ------------------------------------------------------------------ modes
+    def resolve_modes(self, mol: DenseMolecules, modes: Tensor | None) -> Tensor:
+        """Per-molecule modes: given, drawn (training) or 2D+3D (inference); 2D without coordinates."""
+        b, device = mol.num_graphs, mol.x.device
+        if modes is None:
+            if self.training:
+                modes = torch.multinomial(self.mode_probs, b, replacement=True).to(device)
+            else:
+                modes = torch.full((b,), int(Mode.BOTH), device=device, dtype=torch.long)
+        modes = modes.to(device=device, dtype=torch.long).view(b)
+        if not self.use_3d:
+            modes = torch.full_like(modes, int(Mode.ONLY_2D))
+        elif not self.use_2d:
+            modes = torch.full_like(modes, int(Mode.ONLY_3D))
+        # a molecule without coordinates can only be read in 2D
+        return torch.where(mol.has_pos, modes, torch.full_like(modes, int(Mode.ONLY_2D)))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: Batch | DenseMolecules, modes: Tensor | None = None) -> EncoderOutput:
+        mol = batch if isinstance(batch, DenseMolecules) else to_dense(batch)
+        modes = self.resolve_modes(mol, modes)
+        b, n = mol.x.shape[:2]
+        use_2d = ((modes != Mode.ONLY_3D) & torch.tensor(self.use_2d, device=modes.device)).float()
+        use_3d = (modes != Mode.ONLY_2D) & mol.has_pos & torch.tensor(self.use_3d, device=modes.device)
+
+        x = self.atom_feature(mol, use_2d)
+        bias = self.molecule_attn_bias.token_bias(b, n + 1, x)
+        if self.use_2d:
+            bias[:, :, 1:, 1:] += self.molecule_attn_bias(mol) * use_2d[:, None, None, None]
+
+        direction = None
+        if self.molecule_3d_bias is not None and bool(use_3d.any()):
+            bias_3d, atom_3d, direction = self.molecule_3d_bias(mol)
+            on = use_3d[:, None, None, None]
+            bias_3d = torch.where(on | torch.isinf(bias_3d), bias_3d, torch.zeros_like(bias_3d))
+            bias[:, :, 1:, 1:] += bias_3d
+            x = x + torch.cat([x.new_zeros(b, 1, x.shape[-1]), 0.01 * atom_3d * on[..., 0]], dim=1)
+            direction = direction * on
+        key_padding = torch.cat([mol.mask.new_ones(b, 1), mol.mask], dim=1)
+        bias = bias.masked_fill(~key_padding[:, None, None, :], float("-inf"))
+
+        x = self.emb_dropout(self.emb_layer_norm(x))
+        for layer in self.layers:
+            x = layer(x, bias)
+        if direction is None:
+            direction = x.new_zeros(b, n, n, 3)
+        return EncoderOutput(tokens=x, atom_mask=mol.mask, bias=bias, direction=direction, modes=modes)
