@@ -1,0 +1,44 @@
+"""Shared fixtures: repository test data and small featurised molecules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+from torch_geometric.data import Batch
+
+from tmzoo.chem.molecule import mol_to_data
+from tmzoo.data.transforms import transformer_m_transform
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PARITY = FIXTURES / "parity"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return PARITY
+
+
+def embedded(smiles: str, seed: int = 0) -> Chem.Mol:
+    """Heavy-atom molecule with one seeded ETKDG conformer."""
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
+    return Chem.RemoveHs(mol)
+
+
+def featurize(mols, reference_compatible: bool = False, use_coordinates: bool = True) -> Batch:
+    transform = transformer_m_transform(reference_compatible=reference_compatible)
+    return Batch.from_data_list([transform(mol_to_data(m, use_coordinates=use_coordinates)) for m in mols])

@@ -1,0 +1,105 @@
+"""``tmzoo infer`` end to end: one row per record, errors per record, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tmzoo.cli.main import main
+
+CKPT_NAME = "golden_shared_official_format.pt"
+
+
+def read(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def ckpt(parity_dir):
+    return str(parity_dir / CKPT_NAME)
+
+
+def test_sdf_predictions_match_reference(ckpt, parity_dir, tmp_path):
+    out = tmp_path / "out.csv"
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(parity_dir / "golden_shared.sdf"),
+                 "--output", str(out), "--quiet"]) == 0
+    rows = read(out)
+    golden = torch.load(parity_dir / "golden_outputs.pt", weights_only=True)
+    assert [r["name"] for r in rows] == [f"mol{i}" for i in range(6)]
+    assert all(r["mode"] == "2d3d" and r["error"] == "" for r in rows)
+    predicted = torch.tensor([float(r["prediction"]) for r in rows])
+    assert (predicted - golden["eval_2d3d_graph"][:, 0]).abs().max() <= 1e-5
+    # explicit 2D mode on the same file gives the reference's 2D outputs
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(parity_dir / "golden_shared.sdf"),
+                 "--output", str(out), "--mode", "2d", "--quiet"]) == 0
+    predicted = torch.tensor([float(r["prediction"]) for r in read(out)])
+    assert (predicted - golden["eval_2d_graph"][:, 0]).abs().max() <= 1e-5
+
+
+def test_smi_mixing_valid_and_invalid_records(ckpt, tmp_path):
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO ethanol\nC1CC invalid_ring\n\n[Na+].[Cl-] salt\nC methane\nnot-a-smiles\nCCCCCCCCCCCCCCCCCCCCCCCC chain\n")
+    out = tmp_path / "out.csv"
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(smi), "--output", str(out), "--quiet"]) == 0
+    rows = read(out)
+    assert [int(r["index"]) for r in rows] == list(range(7))
+    assert [r["name"] for r in rows][:2] == ["ethanol", "invalid_ring"]
+    ok = [bool(r["prediction"]) for r in rows]
+    assert ok == [True, False, False, True, True, False, True]
+    assert all(r["error"] for r, good in zip(rows, ok) if not good)
+    assert "parse" in rows[1]["error"] and "empty" in rows[2]["error"]
+    assert all(r["mode"] == "2d" for r, good in zip(rows, ok) if good)
+
+
+def test_3d_mode_without_coordinates_is_a_record_error(ckpt, tmp_path):
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("name,smiles\na,CCO\nb,c1ccccc1\n")
+    out = tmp_path / "out.csv"
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(csv_in), "--output", str(out), "--mode", "3d", "--quiet"]) == 0
+    rows = read(out)
+    assert [r["name"] for r in rows] == ["a", "b"]
+    assert all(r["prediction"] == "" and "coordinates" in r["error"] for r in rows)
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(csv_in), "--output", str(out), "--mode", "3d",
+                 "--conformers", "--quiet"]) == 0
+    assert all(r["prediction"] and r["mode"] == "3d" for r in read(out))
+
+
+def test_unreadable_inputs_exit_non_zero(ckpt, tmp_path, capsys):
+    out = str(tmp_path / "out.csv")
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(tmp_path / "missing.smi"), "--output", out]) != 0
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "in.txt"
+    bad.write_text("CCO\n")
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(bad), "--output", out]) != 0
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO\n")
+    assert main(["infer", "--checkpoint", str(garbage), "--input", str(smi), "--output", out]) != 0
+
+
+def test_checkpoint_with_pickled_command_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    code = (
+        "import os, torch\n"
+        "class P:\n"
+        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+        f"torch.save({{'model': {{}}, 'extra_state': P()}}, '{evil}')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tmzoo.cli.main", "infer", "--checkpoint", str(evil), "--input", str(smi),
+         "--output", str(tmp_path / "out.csv")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "refusing" in result.stderr
+    assert not marker.exists()
