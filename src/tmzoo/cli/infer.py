@@ -18,40 +18,13 @@ from torch_geometric.data import Batch, Data
 from tqdm import tqdm
 
 from tmzoo.checkpoints import ModelBundle, load_bundle
-from tmzoo.chem.conformers import embed_conformer
-from tmzoo.chem.molecule import MoleculeError, mol_to_data
+from tmzoo.chem.molecule import MoleculeError
 from tmzoo.data.transforms import transformer_m_transform
-from tmzoo.io.records import Record, file_kind, read_records
+from tmzoo.io.featurize import MODES, featurize_record
+from tmzoo.io.records import file_kind, read_records
 from tmzoo.models import Mode, TransformerM
 
-MODES = ("auto", "2d", "3d", "2d3d")
 MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
-
-
-def record_mode(requested: str, has_pos: bool, model_has_3d: bool) -> Mode:
-    """The mode a record is read with; ``MoleculeError`` when it cannot be honoured."""
-    if requested == "auto":
-        return Mode.BOTH if has_pos and model_has_3d else Mode.ONLY_2D
-    mode = Mode.parse(requested)
-    if mode != Mode.ONLY_2D:
-        if not model_has_3d:
-            raise MoleculeError(f"mode {requested} asked but the model has no 3D channel")
-        if not has_pos:
-            raise MoleculeError(f"mode {requested} needs 3D coordinates and this record has none")
-    return mode
-
-
-def featurize(record: Record, transform, requested: str, model_has_3d: bool, max_atoms: int,
-              conformers: bool, seed: int) -> tuple[Data, Mode]:
-    """Graph + precomputed inputs + mode for one record (raises ``MoleculeError``)."""
-    if record.mol is None:
-        raise MoleculeError(record.error or "no molecule")
-    mol = record.mol
-    if conformers and mol.GetNumConformers() == 0 and requested != "2d":
-        mol = embed_conformer(mol, seed=seed)
-    data = mol_to_data(mol, use_coordinates=True, max_atoms=max_atoms)
-    mode = record_mode(requested, bool(data.has_pos), model_has_3d)
-    return transform(data), mode
 
 
 class _Pending:
@@ -116,7 +89,8 @@ def run_inference(
                "prediction": "", "error": ""}
         rows.append(row)
         try:
-            data, m = featurize(record, transform, mode, model_has_3d, max_atoms, conformers, seed)
+            data = featurize_record(record, transform, mode, model_has_3d, max_atoms, conformers, seed)
+            m = Mode(int(data.mode))
         except MoleculeError as err:
             row["error"] = str(err)
             continue
