@@ -1,0 +1,32 @@
+# tmzoo — the two commands: `make demo` (set up + main job) and `make test` (set up + tests).
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tmzoo-installed
+
+.PHONY: setup demo test test-slow test-all bench bench-quick clean
+
+$(STAMP): setup.cfg pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tmzoo.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf demo-output lightning_logs wandb .pytest_cache
