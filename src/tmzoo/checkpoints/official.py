@@ -84,6 +84,7 @@ def convert_official(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
         "droppath": float(args.get("droppath_prob", 0.1) or 0.0),
         "multi_hop_max_dist": int(args.get("multi_hop_max_dist", 5)),
         "reference_compatible": True,
+        "embed_layer_norm": "emb_layer_norm.weight" in enc,
     }
     modules = {"encoder": {"class_path": "tmzoo.models.TransformerM", "init_args": encoder}}
     c, h = encoder["embed_dim"], encoder["num_heads"]

@@ -28,6 +28,7 @@ class TransformerM(nn.Module):
         reference_compatible: reproduce the reference's quirks (batch-wide stochastic depth
             per token position, batch-dependent hop padding); set when loading its weights.
         recompute_3d: recompute the Gaussian basis in backward to save memory.
+        embed_layer_norm: LayerNorm on the summed embeddings (the released models have it).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class TransformerM(nn.Module):
         multi_hop_max_dist: int = 5,
         reference_compatible: bool = False,
         recompute_3d: bool = True,
+        embed_layer_norm: bool = True,
     ):
         super().__init__()
         if not (use_2d or use_3d):
@@ -67,7 +69,7 @@ class TransformerM(nn.Module):
         self.molecule_3d_bias = (
             Geometry3DBias(embed_dim, num_heads, num_kernels, recompute=recompute_3d) if use_3d else None
         )
-        self.emb_layer_norm = nn.LayerNorm(embed_dim)
+        self.emb_layer_norm = nn.LayerNorm(embed_dim) if embed_layer_norm else nn.Identity()
         self.emb_dropout = nn.Dropout(dropout)
         rates = torch.linspace(0, droppath, num_layers).tolist() if num_layers > 1 else [0.0]
         self.layers = nn.ModuleList(
