@@ -1,0 +1,321 @@
+"""The on-disk featurisation cache shared by the file-backed datamodules.
+
+A cache folder ``tmzoo-<name>-<key>`` holds a :mod:`~tmzoo.datamodules.storage` store, a
+``failures.csv`` (index, name, reason of every record that could not be featurised) and
+``manifest.json``, written last: a folder without a manifest, or whose files do not match
+the sizes and checksums the manifest lists, is not a cache and is rebuilt. The key hashes
+the featurisation settings (the transform's ``repr``, reader options, a format version) and
+the identity (name, size, mtime) of every source file, so a changed setting or source gives
+a new folder instead of a stale one. Folders are built under a temporary name and renamed
+into place, under a lock file so that concurrent processes (DDP ranks) build once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from tmzoo.chem.molecule import MoleculeError
+from tmzoo.datamodules.storage import GraphStore, GraphWriter, encode, file_checksum
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, atomic rename still protects
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+FULL_CHECK_BYTES = 2 << 30  # caches below 2 GiB are checksummed on every load
+
+
+class RecordMismatchError(RuntimeError):
+    """Two source files disagree about a record (e.g. an SDF out of step with its CSV).
+
+    Raised by a featuriser, it stops the whole build instead of dropping the record.
+    """
+
+
+def user_cache_dir() -> Path:
+    """``$TMZOO_CACHE``, else ``$XDG_CACHE_HOME/tmzoo``, else ``~/.cache/tmzoo``."""
+    if os.environ.get("TMZOO_CACHE"):
+        return Path(os.environ["TMZOO_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tmzoo"
+
+
+def source_identity(path: Path) -> dict:
+    """What the cache key records about a source file: its name, size and mtime."""
+    stat = Path(path).stat()
+    return {"name": Path(path).name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cache_key(settings: dict, sources: Sequence[Path]) -> str:
+    """16 hex digits hashing the settings and the identity of the source files."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "settings": settings,
+        "sources": [source_identity(p) for p in sources],
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Failure:
+    """A record left out of the cache, and why."""
+
+    index: int
+    reason: str
+    name: str = ""
+
+
+@dataclass
+class FeatureCache:
+    """A loaded cache: the molecules, the records that failed, and the manifest."""
+
+    folder: Path
+    store: GraphStore
+    failures: list[Failure]
+    manifest: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+# --------------------------------------------------------------------------- workers
+_FEATURIZE: Callable | None = None
+
+
+def _init_worker(featurize: Callable) -> None:
+    torch.set_num_threads(1)
+    global _FEATURIZE
+    _FEATURIZE = featurize
+
+
+def _run(job: tuple[int, str, Any]):
+    index, name, payload = job
+    try:
+        data = _FEATURIZE(payload)
+        data.idx = torch.tensor([index])
+        return index, name, encode(data), None
+    except MoleculeError as err:
+        return index, name, None, str(err)
+    except RecordMismatchError as err:
+        return index, name, err, None
+
+
+def _results(jobs: Iterable, featurize: Callable, num_proc: int):
+    if num_proc <= 1:
+        _init_worker(featurize)
+        yield from map(_run, jobs)
+        return
+    # fork: workers inherit the imported modules (a fresh interpreter would spend seconds
+    # importing torch, RDKit and Lightning); they run single-threaded torch only.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with context.Pool(num_proc, initializer=_init_worker, initargs=(featurize,)) as pool:
+        yield from pool.imap(_run, jobs, chunksize=32)
+
+
+# ------------------------------------------------------------------------ building
+def build_cache(
+    folder: Path,
+    jobs: Iterable[tuple[int, str, Any]],
+    featurize: Callable[[Any], Any],
+    *,
+    total: int | None = None,
+    num_proc: int = 1,
+    description: str = "featurising",
+    failures_file: str = "failures.csv",
+    manifest: dict | Callable[[], dict] | None = None,
+) -> FeatureCache:
+    """Featurises ``jobs`` (``(index, name, payload)``) into ``folder``, atomically.
+
+    ``featurize(payload)`` returns a ``Data`` or raises :class:`MoleculeError` (the record
+    is listed in the failures file) or :class:`RecordMismatchError` (the build stops).
+    Runs in ``num_proc`` worker processes; prints the count and rate when done.
+    ``manifest``: extra manifest fields, or a function giving them once ``jobs`` is consumed.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    temporary.mkdir()
+    failures: list[Failure] = []
+    start = time.perf_counter()
+    try:
+        writer = GraphWriter(temporary)
+        bar = tqdm(total=total, desc=description, unit="mol", mininterval=1.0, file=sys.stderr)
+        results = _results(jobs, featurize, num_proc)
+        with bar, contextlib.closing(results):
+            for index, name, data, problem in results:
+                bar.update(1)
+                if isinstance(data, RecordMismatchError):
+                    raise RecordMismatchError(f"record {index}{f' ({name})' if name else ''}: {data}")
+                if data is None:
+                    failures.append(Failure(index, problem, name))
+                    continue
+                writer.append(data)
+        files = writer.close()
+        seconds = time.perf_counter() - start
+        attempted = writer.count + len(failures)
+        _write_failures(temporary / failures_file, failures)
+        files[failures_file] = _describe(temporary / failures_file)
+        info = dict((manifest() if callable(manifest) else manifest) or {})
+        info.update(
+            format=CACHE_FORMAT,
+            count=writer.count,
+            failures=len(failures),
+            failures_file=failures_file,
+            layout=writer.layout,
+            files=files,
+            seconds=round(seconds, 2),
+            molecules_per_second=round(attempted / max(seconds, 1e-9), 1),
+            num_proc=num_proc,
+        )
+        _write_json(temporary / "manifest.json", info)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    message = (
+        f"{description}: {writer.count} molecules in {seconds:.1f} s "
+        f"({info['molecules_per_second']:.0f} molecules/s, {num_proc} process(es)); "
+        f"{len(failures)} failed (listed in {folder / failures_file})"
+    )
+    log.info(message)
+    print(message, file=sys.stderr)
+    return FeatureCache(folder, GraphStore(folder, writer.layout, writer.count), failures, info)
+
+
+def _describe(path: Path) -> dict:
+    return {"size": path.stat().st_size, "blake2b": file_checksum(path)}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    os.replace(partial, path)
+
+
+def _write_failures(path: Path, failures: list[Failure]) -> None:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["index", "name", "reason"])
+        for failure in failures:
+            out.writerow([failure.index, failure.name, failure.reason])
+
+
+def _read_failures(path: Path) -> list[Failure]:
+    with open(path, newline="") as handle:
+        return [Failure(int(r["index"]), r["reason"], r["name"]) for r in csv.DictReader(handle)]
+
+
+# ------------------------------------------------------------------------- loading
+def load_cache(folder: Path, verify: str = "auto") -> FeatureCache | None:
+    """The cache in ``folder``, or ``None`` when it is missing, incomplete or corrupted.
+
+    ``verify``: ``"size"`` checks file sizes, ``"full"`` also checksums, ``"auto"`` checksums
+    caches below 2 GiB.
+    """
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        if manifest.get("format") != CACHE_FORMAT:
+            raise ValueError(f"format {manifest.get('format')} is not {CACHE_FORMAT}")
+        total = sum(entry["size"] for entry in files.values())
+        checksums = verify == "full" or (verify == "auto" and total < FULL_CHECK_BYTES)
+        for name, entry in files.items():
+            path = folder / name
+            if not path.is_file() or path.stat().st_size != entry["size"]:
+                raise ValueError(f"{name} is missing or has the wrong size")
+            if checksums and file_checksum(path) != entry["blake2b"]:
+                raise ValueError(f"{name} does not match its checksum")
+        failures = _read_failures(folder / manifest["failures_file"])
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
+        log.warning("cache %s is invalid (%s); it will be rebuilt", folder, err)
+        print(f"cache {folder} is invalid ({err}); rebuilding", file=sys.stderr)
+        return None
+    store = GraphStore(folder, manifest["layout"], manifest["count"])
+    return FeatureCache(folder, store, failures, manifest)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Exclusive lock on ``.<folder name>.lock`` beside ``folder`` (no-op without fcntl)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load_or_build(
+    folder: Path,
+    jobs: Callable[[], Iterable[tuple[int, str, Any]]],
+    featurize: Callable[[Any], Any],
+    *,
+    verify: str = "auto",
+    **build_options,
+) -> FeatureCache:
+    """Loads the cache in ``folder``, building it from ``jobs()`` when it is not valid."""
+    folder = Path(folder)
+    with folder_lock(folder):
+        cache = load_cache(folder, verify=verify)
+        if cache is not None:
+            return cache
+        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds
+            shutil.rmtree(stale, ignore_errors=True)
+        return build_cache(folder, jobs(), featurize, **build_options)
+
+
+def default_num_proc() -> int:
+    """Worker processes for featurisation: the usable cores, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+__all__ = [
+    "CACHE_FORMAT",
+    "FeatureCache",
+    "Failure",
+    "RecordMismatchError",
+    "build_cache",
+    "cache_key",
+    "default_num_proc",
+    "folder_lock",
+    "load_cache",
+    "load_or_build",
+    "source_identity",
+    "user_cache_dir",
+]

@@ -1,0 +1,224 @@
+"""QM9 from PyG's raw layout, with hydrogens, DFT coordinates and PyG's target units.
+
+``root`` holds ``raw/gdb9.sdf``, ``raw/gdb9.sdf.csv`` and ``raw/uncharacterized.txt``
+(each possibly gzipped; ``root`` itself may be the raw folder). Targets are converted as
+``torch_geometric.datasets.QM9`` converts them (energies in eV). Unlike PyG, SDF records and
+CSV rows are joined by molecule name (``gdb_N``) and the uncharacterised list is read as
+molecule numbers, so subsets of QM9 keep the right labels and skip the right molecules.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rdkit import Chem
+from torch_geometric.datasets.qm9 import conversion as PYG_CONVERSION
+
+from tmzoo.chem.molecule import MoleculeError, mol_to_data
+from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
+from tmzoo.datamodules.demo import demo_root
+from tmzoo.datamodules.featurized import FeaturizedDataModule
+from tmzoo.datamodules.readers import block_name, find_file, iter_sdf_blocks, open_text
+from tmzoo.datamodules.splits import load_split, random_split, save_split, split_sizes
+
+log = logging.getLogger(__name__)
+
+# The 19 targets in the column order of PyG's ``QM9.y`` (``PYG_CONVERSION`` applies to them).
+QM9_TARGETS = [
+    "mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "u0", "u298", "h298", "g298", "cv",
+    "u0_atom", "u298_atom", "h298_atom", "g298_atom", "A", "B", "C",
+]
+QM9_UNITS = {
+    "mu": "D", "alpha": "a0^3", "r2": "a0^2", "cv": "cal/(mol K)", "A": "GHz", "B": "GHz",
+    "C": "GHz", **{name: "eV" for name in (
+        "homo", "lumo", "gap", "zpve", "u0", "u298", "h298", "g298",
+        "u0_atom", "u298_atom", "h298_atom", "g298_atom")},
+}
+QM9_FILES = ("gdb9.sdf", "gdb9.sdf.csv", "uncharacterized.txt")
+
+
+def read_qm9_targets(csv_path: Path) -> pd.DataFrame:
+    """The CSV's 19 targets in PyG's order and units, indexed by ``mol_id``."""
+    with open_text(csv_path) as handle:
+        table = pd.read_csv(handle)
+    missing = set(QM9_TARGETS + ["mol_id"]) - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv_path} lacks the columns {sorted(missing)}")
+    values = table[QM9_TARGETS].to_numpy(dtype=np.float64) * PYG_CONVERSION.numpy()
+    frame = pd.DataFrame(values, index=table["mol_id"].astype(str), columns=QM9_TARGETS)
+    duplicated = frame.index[frame.index.duplicated()]
+    if len(duplicated):
+        raise ValueError(f"{csv_path} lists {duplicated[0]} more than once")
+    return frame
+
+
+def read_uncharacterized(path: Path) -> set[int]:
+    """Molecule numbers (the N of ``gdb_N``) listed in ``uncharacterized.txt``."""
+    numbers = set()
+    with open_text(path) as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].isdigit():
+                numbers.add(int(fields[0]))
+    return numbers
+
+
+def featurize_qm9(payload: tuple[str, list[float]], transform) -> "Data":  # noqa: F821
+    """SDF record (sanitised, hydrogens kept) + its targets -> featurised ``Data``."""
+    block, targets = payload
+    mol = Chem.MolFromMolBlock(block, sanitize=True, removeHs=False)
+    if mol is None:
+        raise MoleculeError("RDKit cannot sanitise the SDF record")
+    data = mol_to_data(mol)
+    data.y = torch.tensor([targets], dtype=torch.float32)
+    data.name = block_name(block)
+    return transform(data)
+
+
+class QM9DataModule(FeaturizedDataModule):
+    """QM9 for regression (and pretraining): targets by name, seeded paper-sized split.
+
+    Args:
+        root: QM9 folder (PyG layout); ``None`` reads the embedded 5,000-molecule demo set.
+        targets: one name or a list, from ``QM9_TARGETS`` (energies in eV, see
+            ``target_units``).
+        seed: seed of the random split.
+        split_sizes: ``[train, valid, test]``; default the paper's (valid 10,000, test
+            10,831) when the data is large enough, else the same fractions.
+        split_file: a ``split.json`` saved by an earlier run (record indices) to reuse.
+    """
+
+    cache_name = "qm9"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        targets: str | list[str] = "gap",
+        seed: int = 0,
+        split_sizes: list[int] | None = None,
+        split_file: str | None = None,
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
+        verify_cache: str = "auto",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        max_hops: int = 5,
+        reference_compatible: bool = False,
+    ):
+        super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
+                         max_hops, reference_compatible)
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        unknown = [t for t in self.targets if t not in QM9_TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"unknown QM9 target(s) {unknown}; choose from {QM9_TARGETS}")
+        self.seed = seed
+        self.sizes = tuple(split_sizes) if split_sizes is not None else None
+        self.split_file = Path(split_file) if split_file is not None else None
+        self.raw_dir = self._find_raw_dir(self.root if self.root is not None else demo_root("qm9"))
+        self.skipped_uncharacterized = 0
+
+    @staticmethod
+    def _find_raw_dir(root: Path) -> Path:
+        for folder in (root / "raw", root):
+            if all(find_file(folder, name) for name in QM9_FILES):
+                return folder
+        raise FileNotFoundError(
+            f"QM9 needs {', '.join(QM9_FILES)} (optionally .gz) in {root / 'raw'}; "
+            "download them as torch_geometric.datasets.QM9 does"
+        )
+
+    # ----------------------------------------------------------------- describe
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.targets)
+
+    @property
+    def target_units(self) -> list[str]:
+        return [QM9_UNITS[t] for t in self.targets]
+
+    @property
+    def has_coordinates(self) -> bool:
+        return True
+
+    def target_columns(self) -> list[int]:
+        return [QM9_TARGETS.index(t) for t in self.targets]
+
+    # -------------------------------------------------------------------- cache
+    def source_files(self) -> list[Path]:
+        return [find_file(self.raw_dir, name) for name in QM9_FILES]
+
+    def cache_settings(self) -> dict:
+        return {"sdf": {"sanitize": True, "removeHs": False}, "targets": "pyg-v3-units",
+                "join": "mol_id"}
+
+    def featurizer(self):
+        return functools.partial(featurize_qm9, transform=self.transform())
+
+    def jobs(self):
+        sdf, csv, uncharacterized = self.source_files()
+        targets = read_qm9_targets(csv)
+        skip = read_uncharacterized(uncharacterized)
+        self.skipped_uncharacterized = 0
+        rows = targets.to_numpy(dtype=np.float64)
+        row_of = {name: i for i, name in enumerate(targets.index)}
+        for index, block in enumerate(iter_sdf_blocks(sdf)):
+            name = block_name(block)
+            number = int(name[4:]) if name.startswith("gdb_") and name[4:].isdigit() else None
+            if number is None:  # unnamed records: PyG's positional convention
+                number, row = index + 1, index
+                if row >= len(rows):
+                    raise RecordMismatchError(f"SDF record {index} has no CSV row ({csv})")
+            elif name in row_of:
+                row = row_of[name]
+            else:
+                raise RecordMismatchError(f"SDF record {index} ({name}) has no row in {csv}")
+            if number in skip:
+                self.skipped_uncharacterized += 1
+                continue
+            yield index, name, (block, rows[row].tolist())
+        log.info("skipped %d uncharacterised QM9 molecules", self.skipped_uncharacterized)
+
+    def manifest_extra(self) -> dict:
+        return {"skipped_uncharacterized": self.skipped_uncharacterized}
+
+    # ------------------------------------------------------------------- splits
+    def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
+        n = len(cache)
+        if self.split_file is not None:
+            return self._positions_from_file(cache)
+        sizes = self.sizes or split_sizes(n)
+        positions = random_split(n, sizes, self.seed)
+        record = np.asarray(cache.store.column("idx")).reshape(-1)
+        save_split(cache.folder / "splits" / f"seed-{self.seed}-{'-'.join(map(str, sizes))}.json",
+                   {k: record[v] for k, v in positions.items()}, seed=self.seed)
+        return positions
+
+    def _positions_from_file(self, cache: FeatureCache) -> dict[str, np.ndarray]:
+        record = np.asarray(cache.store.column("idx")).reshape(-1)
+        position_of = {int(r): p for p, r in enumerate(record)}
+        out = {}
+        for name, indices in load_split(self.split_file).items():
+            missing = [int(i) for i in indices if int(i) not in position_of]
+            if missing:
+                raise ValueError(
+                    f"split file {self.split_file}: {name} record {missing[0]} is not in the "
+                    f"cache ({len(missing)} missing; skipped or failed molecules?)"
+                )
+            out[name] = np.asarray([position_of[int(i)] for i in indices], dtype=np.int64)
+        return out
+
+    def split_info(self) -> dict:
+        return {"seed": self.seed, "targets": self.targets}
+
+    @property
+    def skipped(self) -> int:
+        """Uncharacterised molecules left out (from the cache manifest)."""
+        return int(self.load().manifest.get("skipped_uncharacterized", 0))
+
+
+__all__ = ["QM9DataModule", "QM9_TARGETS", "QM9_UNITS", "read_qm9_targets", "featurize_qm9"]

@@ -1,0 +1,97 @@
+"""Split views over a cache, seeded random splits, and split files saved beside a run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+
+class SplitView(Dataset):
+    """The molecules ``positions`` of ``store``, with ``y`` reduced to ``y_columns`` and,
+    when ``drop_coordinates``, the coordinates hidden (``pos`` zeros, ``has_pos`` False)."""
+
+    def __init__(
+        self,
+        store: Dataset,
+        positions: Sequence[int],
+        y_columns: Sequence[int] | None = None,
+        drop_coordinates: bool = False,
+    ):
+        self.store = store
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.y_columns = None if y_columns is None else list(y_columns)
+        self.drop_coordinates = drop_coordinates
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> Data:
+        data = self.store[int(self.positions[index])]
+        if self.y_columns is not None:
+            data.y = data.y[:, self.y_columns]
+        if self.drop_coordinates:
+            data.pos = torch.zeros_like(data.pos)
+            data.has_pos = torch.zeros_like(data.has_pos)
+        return data
+
+
+def split_sizes(
+    n: int, paper: tuple[int, int] = (10_000, 10_831), paper_total: int = 130_831
+) -> tuple[int, int, int]:
+    """(train, valid, test) sizes: the paper's valid/test sizes when they leave at least half
+    of ``n`` for training, else the same fractions of ``n`` (at least one each when n ≥ 3)."""
+    valid, test = paper
+    if n - valid - test >= n / 2:
+        return n - valid - test, valid, test
+    valid = round(n * paper[0] / paper_total)
+    test = round(n * paper[1] / paper_total)
+    if n >= 3:
+        valid, test = max(valid, 1), max(test, 1)
+    return n - valid - test, valid, test
+
+
+def random_split(n: int, sizes: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
+    """Seeded permutation of ``range(n)`` cut into sorted train/val/test positions."""
+    if sum(sizes) != n:
+        raise ValueError(f"split sizes {sizes} do not add up to the {n} molecules")
+    order = np.random.default_rng(seed).permutation(n)
+    train, val = sizes[0], sizes[0] + sizes[1]
+    return {
+        "train": np.sort(order[:train]),
+        "val": np.sort(order[train:val]),
+        "test": np.sort(order[val:]),
+    }
+
+
+def save_split(path: Path, split: dict[str, Sequence[int]], **info) -> Path:
+    """Writes ``{"train": [...], "val": [...], "test": [...], **info}`` as JSON, atomically.
+
+    The lists hold record indices in the source file (``data.idx``), not cache positions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(info)
+    payload.update({name: [int(i) for i in idx] for name, idx in split.items()})
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(payload))
+    os.replace(partial, path)
+    return path
+
+
+def load_split(path: Path) -> dict[str, np.ndarray]:
+    """The train/val/test record indices of a file written by :func:`save_split`."""
+    payload = json.loads(Path(path).read_text())
+    missing = {"train", "val", "test"} - set(payload)
+    if missing:
+        raise ValueError(f"split file {path} lacks {sorted(missing)}")
+    return {name: np.asarray(payload[name], dtype=np.int64) for name in ("train", "val", "test")}
+
+
+__all__ = ["SplitView", "split_sizes", "random_split", "save_split", "load_split"]

@@ -1,0 +1,173 @@
+"""Featurised graphs on disk: one flat binary file per attribute, read through memory maps.
+
+Each tensor attribute of the stored ``Data`` objects is concatenated along its PyG
+concatenation dimension (moved to the front) into ``<name>.bin``; ``<name>.off`` holds the
+``int64`` row offsets, one per molecule plus one. Strings are stored as UTF-8 bytes the same
+way. Reading molecule ``i`` slices every memory map, so a dataset far larger than RAM opens
+instantly and DataLoader workers share the operating system's page cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+_TENSOR, _STRING, _INT = "tensor", "str", "int"
+
+
+def encode(data: Data) -> dict[str, tuple[dict, np.ndarray]]:
+    """``Data`` -> ``{name: (spec, rows)}`` with plain numpy rows (cheap to send between
+    processes, unlike tensors, which torch pickles through shared memory)."""
+    out = {}
+    for name, value in data.items():
+        if isinstance(value, str):
+            spec = {"kind": _STRING, "dtype": "uint8", "shape": [], "cat_dim": 0}
+            rows = np.frombuffer(value.encode("utf-8"), dtype=np.uint8)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            spec = {"kind": _INT, "dtype": "int64", "shape": [], "cat_dim": 0}
+            rows = np.asarray([value], dtype=np.int64)
+        elif isinstance(value, torch.Tensor):
+            dim = data.__cat_dim__(name, value) % value.dim() if value.dim() > 0 else 0
+            rows = (value.movedim(dim, 0) if value.dim() > 0 else value.view(1)).contiguous().numpy()
+            spec = {"kind": _TENSOR, "dtype": str(rows.dtype), "shape": list(rows.shape[1:]),
+                    "cat_dim": dim, "scalar": value.dim() == 0}
+        else:
+            raise TypeError(f"cannot store attribute {name!r} of type {type(value).__name__}")
+        out[name] = (spec, rows)
+    return out
+
+
+class GraphWriter:
+    """Appends encoded molecules (:func:`encode`) to the attribute files of a store folder.
+
+    Every molecule must carry the same attributes with the same dtypes and trailing shapes.
+    :meth:`close` returns, per file, its size and BLAKE2b checksum; ``layout`` the specs.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.count = 0
+        self.layout: dict[str, dict] = {}
+        self._files: dict[str, list] = {}  # name -> [(data, offsets) handles, rows, hashers]
+
+    def append(self, encoded: dict[str, tuple[dict, np.ndarray]]) -> None:
+        if self.count == 0:
+            for name, (spec, _) in encoded.items():
+                self._open(name, spec)
+        elif set(encoded) != set(self.layout):
+            raise ValueError(
+                f"molecule {self.count} has attributes {sorted(encoded)}, "
+                f"the store expects {sorted(self.layout)}"
+            )
+        for name, (spec, rows) in encoded.items():
+            expected = self.layout[name]
+            if spec["dtype"] != expected["dtype"] or spec["shape"] != expected["shape"]:
+                raise ValueError(
+                    f"molecule {self.count}: attribute {name!r} is {spec['dtype']}"
+                    f"[*, {spec['shape']}], the store expects {expected['dtype']}"
+                    f"[*, {expected['shape']}]"
+                )
+            entry = self._files[name]
+            entry[1] += len(rows)
+            self._put(name, 0, rows.tobytes())
+            self._put(name, 1, np.asarray([entry[1]], dtype=np.int64).tobytes())
+        self.count += 1
+
+    def _open(self, name: str, spec: dict) -> None:
+        self.layout[name] = spec
+        handles = (open(self.folder / f"{name}.bin", "wb"), open(self.folder / f"{name}.off", "wb"))
+        hashers = (hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16))
+        self._files[name] = [handles, 0, hashers]
+        self._put(name, 1, np.zeros(1, dtype=np.int64).tobytes())
+
+    def _put(self, name: str, which: int, raw: bytes) -> None:
+        handles, _, hashers = self._files[name]
+        handles[which].write(raw)
+        hashers[which].update(raw)
+
+    def close(self) -> dict[str, dict]:
+        """Closes the files; returns ``{file name: {"size", "blake2b"}}``."""
+        files = {}
+        for handles, _, hashers in self._files.values():
+            for handle, hasher in zip(handles, hashers):
+                handle.close()
+                path = Path(handle.name)
+                files[path.name] = {"size": path.stat().st_size, "blake2b": hasher.hexdigest()}
+        return files
+
+
+def file_checksum(path: Path) -> str:
+    """BLAKE2b (16 bytes) of a file, read in blocks."""
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+class GraphStore(Dataset):
+    """Random access to the molecules of a store folder; memory maps open on first use."""
+
+    def __init__(self, folder: Path, layout: dict[str, dict], count: int):
+        self.folder = Path(folder)
+        self.layout = layout
+        self.count = count
+        self._maps: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self):  # memory maps are reopened in the receiving process
+        state = dict(self.__dict__)
+        state["_maps"] = None
+        return state
+
+    def _open(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        maps = {}
+        for name, spec in self.layout.items():
+            offsets = np.memmap(self.folder / f"{name}.off", dtype=np.int64, mode="r")
+            rows = int(offsets[-1])
+            if rows == 0:
+                values = np.empty([0, *spec["shape"]], dtype=spec["dtype"])
+            else:
+                values = np.memmap(self.folder / f"{name}.bin", dtype=spec["dtype"], mode="r",
+                                   shape=(rows, *spec["shape"]))
+            maps[name] = (values, offsets)
+        return maps
+
+    def column(self, name: str) -> np.ndarray:
+        """All rows of one attribute concatenated (e.g. ``y`` of every molecule)."""
+        if self._maps is None:
+            self._maps = self._open()
+        return self._maps[name][0]
+
+    def __getitem__(self, index: int) -> Data:
+        if self._maps is None:
+            self._maps = self._open()
+        if not -self.count <= index < self.count:
+            raise IndexError(f"molecule {index} out of range (store holds {self.count})")
+        index = int(index) % self.count
+        values = {}
+        for name, spec in self.layout.items():
+            array, offsets = self._maps[name]
+            rows = array[offsets[index]: offsets[index + 1]]
+            if spec["kind"] == _STRING:
+                values[name] = bytes(rows).decode("utf-8")
+            elif spec["kind"] == _INT:
+                values[name] = int(rows[0])
+            else:
+                tensor = torch.from_numpy(np.array(rows))
+                if spec.get("scalar"):
+                    tensor = tensor.view(())
+                elif spec["cat_dim"]:
+                    tensor = tensor.movedim(0, spec["cat_dim"])
+                values[name] = tensor
+        return Data(**values)
+
+
+__all__ = ["encode", "GraphWriter", "GraphStore", "file_checksum"]
