@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ogb.utils.features import atom_to_feature_vector, bond_to_feature_vector
+from ogb.utils.features import allowable_features, atom_to_feature_vector, bond_to_feature_vector, safe_index
 from rdkit import Chem, RDLogger
 from torch_geometric.data import Data
 
@@ -26,10 +26,34 @@ def mol_from_smiles(smiles: str) -> Chem.Mol:
     """Parse a SMILES string with RDKit, raising :class:`MoleculeError` with the reason."""
     if smiles is None or not str(smiles).strip():
         raise MoleculeError("empty SMILES")
+    if "\x00" in str(smiles):  # RDKit stops reading at a NUL, silently parsing a prefix
+        raise MoleculeError(f"SMILES {smiles!r} contains a NUL character")
     mol = Chem.MolFromSmiles(str(smiles).strip())
     if mol is None:
         raise MoleculeError(f"RDKit cannot parse SMILES {smiles!r}")
     return mol
+
+
+_OGB_BOND_STEREO = tuple(allowable_features["possible_bond_stereo_list"])
+
+
+def _bond_features(bond) -> list[int]:
+    """OGB's bond features; stereo values newer than OGB's vocabulary count as STEREONONE.
+
+    RDKit >= 2024.03 perceives atropisomers (``STEREOATROPCW``/``CCW``, e.g. from CXSMILES
+    wedges), which OGB's ``list.index`` lookup rejects; the RDKit the reference used reported
+    no stereo on those bonds, so that is what they get here.
+    """
+    try:
+        return bond_to_feature_vector(bond)
+    except ValueError:
+        if str(bond.GetStereo()) in _OGB_BOND_STEREO:
+            raise MoleculeError(f"bond features failed for bond {bond.GetIdx()}") from None
+        return [
+            safe_index(allowable_features["possible_bond_type_list"], str(bond.GetBondType())),
+            0,  # STEREONONE
+            allowable_features["possible_is_conjugated_list"].index(bond.GetIsConjugated()),
+        ]
 
 
 def mol_to_data(
@@ -57,7 +81,7 @@ def mol_to_data(
     edge_attr = np.empty((2 * len(bonds), 3), dtype=np.int64)
     for k, bond in enumerate(bonds):
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        feats = bond_to_feature_vector(bond)
+        feats = _bond_features(bond)
         edge_index[:, 2 * k] = (i, j)
         edge_index[:, 2 * k + 1] = (j, i)
         edge_attr[2 * k] = edge_attr[2 * k + 1] = feats
@@ -65,7 +89,10 @@ def mol_to_data(
     pos = torch.zeros(n, 3)
     has_pos = False
     if use_coordinates and mol.GetNumConformers() > 0:
-        conf = mol.GetConformer(conformer_id)
+        try:
+            conf = mol.GetConformer(conformer_id)
+        except ValueError as err:  # RDKit: "Bad Conformer Id"
+            raise MoleculeError(f"no conformer {conformer_id}: {err}") from err
         coords = torch.tensor(conf.GetPositions(), dtype=torch.float32)
         if not torch.isfinite(coords).all():
             raise MoleculeError("coordinates contain NaN or inf")
