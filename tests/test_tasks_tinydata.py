@@ -15,6 +15,7 @@ from rdkit.Chem import AllChem, Descriptors
 from tmzoo.chem.molecule import mol_to_data
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.datamodules.base import MoleculeDataModule, target_statistics
+from tmzoo.tasks.resume import ResumableDataLoader
 
 SMILES = [
     "CCO", "CC(=O)O", "c1ccccc1", "CCN", "CC(C)O", "C1CCCCC1", "CC#N", "OC(=O)CN",
@@ -78,6 +79,9 @@ class TinyMolecules(MoleculeDataModule):
     def setup(self, stage: str | None = None) -> None:
         records = self._records()
         self.splits = {"train": records[:12], "val": records[12:], "test": records[12:], "predict": records[12:]}
+
+    def train_dataloader(self):
+        return ResumableDataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True)
 
 
 def test_tiny_molecules_have_targets_and_coordinates():

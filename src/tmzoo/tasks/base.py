@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from tmzoo.checkpoints.bundle import module_spec
 from tmzoo.models.output import EncoderOutput, Mode
 from tmzoo.tasks.data_info import DEFAULT_FEATURIZATION, target_names
+from tmzoo.tasks.resume import rng_states, set_rng_states
 
 #: A head given as a factory: called by the task with the sizes it knows
 #: (``embed_dim`` for the gap head; ``embed_dim, num_targets`` for regression heads;
@@ -107,6 +108,11 @@ class MoleculeTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tmzoo"] = self.tmzoo_spec()
+        checkpoint["rng_states"] = rng_states()  # exact resume of mode dropout and noise
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint and self._trainer is not None:  # resuming, not load_from_checkpoint
+            set_rng_states(checkpoint["rng_states"])
 
 
 def set_mode_probs(encoder: nn.Module, mode_probs: Sequence[float]) -> None:

@@ -1,0 +1,79 @@
+"""A run stopped mid-epoch and resumed with ``--ckpt_path last`` ends with the weights of the
+uninterrupted run (same seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from tmzoo.cli.lightning import run_lightning_cli
+from tmzoo.tasks.resume import ResumableDataLoader
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "transformer_m_small.yaml"
+
+
+class CrashAfterStep(L.Callback):
+    """Simulates a killed job after ``step`` optimizer steps (before that step's checkpoint, as
+    Lightning runs ModelCheckpoint last)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated preemption")
+
+
+def _args(tmp_path: Path, root: str, extra: list[str]) -> list[str]:
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 4}\n")
+    ckpt_dir = tmp_path / root / "ckpt"
+    trainer = tmp_path / f"{root}_trainer.yaml"
+    trainer.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {ckpt_dir}, save_last: true, every_n_train_steps: 1, save_top_k: 0}}\n"
+        + "".join(f"    - {c}\n" for c in extra)
+    )
+    return [
+        "fit", "--config", str(EXPERIMENT), "--config", str(data), "--config", str(trainer),
+        "--trainer.max_steps=6", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path / root}",
+    ]
+
+
+def test_resumed_run_matches_uninterrupted(tmp_path):
+    # 12 training molecules, batch 4: 3 steps per epoch; the crash at step 5 leaves last.ckpt at
+    # step 4, in the middle of epoch 2
+    full = run_lightning_cli(_args(tmp_path, "full", []))
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        run_lightning_cli(_args(tmp_path, "cut", ["{class_path: test_resume.CrashAfterStep, init_args: {step: 5}}"]))
+    assert torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
+    resumed = run_lightning_cli(_args(tmp_path, "cut", []) + ["--ckpt_path=last"])
+    assert resumed.trainer.global_step == full.trainer.global_step == 6
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+
+
+def test_resumable_loader_skips_consumed_batches():
+    data = list(range(10))
+    loader = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=3)
+    first = [b.tolist() for b in loader]
+    again = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=3)
+    it = iter(again)
+    seen = [next(it).tolist() for _ in range(2)]
+    state = again.state_dict()
+    assert state == {"seed": 3, "epoch": 0, "consumed": 2}
+    restored = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=99)
+    restored.load_state_dict(state)
+    assert [b.tolist() for b in restored] == first[2:]
+    assert seen == first[:2]
+    second_epoch = [b.tolist() for b in restored]
+    assert second_epoch != first and sorted(sum(second_epoch, [])) == data  # reshuffled, complete
+    assert restored.state_dict() == {"seed": 3, "epoch": 2, "consumed": 0}  # end of epoch 1
