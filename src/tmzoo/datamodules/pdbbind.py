@@ -1,7 +1,7 @@
 """PDBBind v2016 protein-ligand complexes as single graphs (ligand + binding pocket).
 
 ``root`` holds one folder per complex (``{id}/{id}_ligand.sdf``, ``{id}_ligand.mol2``,
-``{id}_pocket.pdb``) and the index files ``INDEX_refined_data.2016`` and
+``{id}_pocket.pdb``; each possibly gzipped) and the index files ``INDEX_refined_data.2016`` and
 ``INDEX_core_data.2016`` (in ``root`` or ``root/index``; the −logKd/Ki column is the target).
 
 One graph per complex: the ligand's heavy atoms (from the SDF, or from the mol2 when RDKit
@@ -27,6 +27,7 @@ from torch_geometric.utils import subgraph
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
 from tmzoo.datamodules.cache import FeatureCache
 from tmzoo.datamodules.featurized import FeaturizedDataModule
+from tmzoo.datamodules.readers import find_file, open_text
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,27 @@ def read_index(path: Path) -> dict[str, float]:
     return affinities
 
 
+def _text(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    with open_text(path) as handle:
+        return handle.read()
+
+
 def read_ligand(folder: Path, code: str) -> Chem.Mol:
-    """The ligand's heavy atoms: SDF, else mol2 (RDKit cannot sanitise about half the SDFs)."""
-    sdf, mol2 = folder / f"{code}_ligand.sdf", folder / f"{code}_ligand.mol2"
-    if not sdf.is_file() and not mol2.is_file():
-        raise MoleculeError(f"no {sdf.name} or {mol2.name} in {folder}")
-    mol = Chem.MolFromMolFile(str(sdf), sanitize=True, removeHs=True) if sdf.is_file() else None
-    if mol is None and mol2.is_file():
-        mol = Chem.MolFromMol2File(str(mol2), sanitize=True, removeHs=True)
+    """The ligand's heavy atoms: SDF, else mol2 (RDKit cannot sanitise about half the SDFs).
+
+    Files may be gzipped (``.sdf.gz``, ``.mol2.gz``); the SDF's first record is used.
+    """
+    sdf = find_file(folder, f"{code}_ligand.sdf")
+    mol2 = find_file(folder, f"{code}_ligand.mol2")
+    if sdf is None and mol2 is None:
+        raise MoleculeError(f"no {code}_ligand.sdf or {code}_ligand.mol2 in {folder}")
+    mol = None
+    if sdf is not None:
+        mol = Chem.MolFromMolBlock(_text(sdf), sanitize=True, removeHs=True)
+    if mol is None and mol2 is not None:
+        mol = Chem.MolFromMol2Block(_text(mol2), sanitize=True, removeHs=True)
     if mol is None:
         raise MoleculeError("ligand: RDKit cannot sanitise the SDF nor the mol2")
     return without_hydrogens(mol)
@@ -76,13 +90,16 @@ def without_hydrogens(mol: Chem.Mol, sanitize: bool = True) -> Chem.Mol:
         raise MoleculeError(f"removing hydrogens failed: {type(err).__name__}: {err}") from err
 
 
-def read_pocket(path: Path) -> Chem.Mol:
-    """The pocket without hydrogens; residues RDKit cannot sanitise get a partial sanitisation."""
-    if not path.is_file():
-        raise MoleculeError(f"no {path.name}")
-    mol = Chem.MolFromPDBFile(str(path), sanitize=True, removeHs=True)
+def read_pocket(folder: Path, code: str) -> Chem.Mol:
+    """The pocket (``{code}_pocket.pdb[.gz]``) without hydrogens; a pocket RDKit cannot
+    sanitise gets a partial sanitisation (ring, aromaticity, hybridisation perception)."""
+    path = find_file(folder, f"{code}_pocket.pdb")
+    if path is None:
+        raise MoleculeError(f"no {code}_pocket.pdb in {folder}")
+    block = _text(path)
+    mol = Chem.MolFromPDBBlock(block, sanitize=True, removeHs=True)
     if mol is None:
-        mol = Chem.MolFromPDBFile(str(path), sanitize=False, removeHs=False)
+        mol = Chem.MolFromPDBBlock(block, sanitize=False, removeHs=False)
         if mol is None:
             raise MoleculeError(f"pocket: RDKit cannot read {path.name}")
         try:
@@ -118,7 +135,7 @@ def featurize_complex(payload: tuple[str, str, float], transform, cutoff: float)
     if not folder.is_dir():
         raise MoleculeError(f"no folder {folder}")
     ligand = mol_to_data(read_ligand(folder, code))
-    pocket_mol = read_pocket(folder / f"{code}_pocket.pdb")
+    pocket_mol = read_pocket(folder, code)
     mask = pocket_selection(pocket_mol, ligand.pos, cutoff)
     if not mask.any():
         raise MoleculeError(f"no pocket atom within {cutoff} Å of the ligand")
@@ -218,8 +235,8 @@ class PDBBindDataModule(FeaturizedDataModule):
         out = []
         for code in self.codes:
             for suffix in ("_ligand.sdf", "_ligand.mol2", "_pocket.pdb"):
-                path = self.root / code / f"{code}{suffix}"
-                if path.is_file():
+                path = find_file(self.root / code, f"{code}{suffix}")
+                if path is not None:
                     stat = path.stat()
                     out.append([path.name, stat.st_size, stat.st_mtime_ns])
         return out
