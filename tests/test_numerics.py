@@ -21,6 +21,15 @@ from tmzoo.models.geometry import GaussianPairBasis
 TRANSFORM = transformer_m_transform()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: on a shared 2-core machine thread hand-offs cost more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def with_coordinates(smiles: str, positions):
     mol = Chem.MolFromSmiles(smiles)
     conf = Chem.Conformer(mol.GetNumAtoms())
