@@ -40,8 +40,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import torch
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The file pickles a global that could run code; nothing from it was called."""
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """The file pickles a global that could run code; nothing from it was called.
+
+    Also a ``ValueError``, so callers that report bad checkpoint files (``tmzoo infer``,
+    ``tmzoo convert``) print the reason instead of a traceback.
+    """
 
 
 def _refuse(what: str) -> UnsafeCheckpointError:
