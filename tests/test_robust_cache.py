@@ -1,0 +1,193 @@
+"""Interrupted and concurrent preprocessing: the featurisation cache under SIGKILL.
+
+``test_datamodule_cache.py`` (the datamodule's own tests) covers corrupted files, a missing
+manifest and an in-process interruption (KeyboardInterrupt, where clean-up code runs).
+Here the process is killed for real (SIGKILL: no ``finally``, no clean-up), while building,
+while holding the build lock, or inside a worker process; and two processes build the
+same cache at once. A half-written cache must never be read as complete, and the next run
+must finish the job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tmzoo.chem.molecule import smiles_to_data
+from tmzoo.data.transforms import transformer_m_transform
+from tmzoo.datamodules import cache as cache_module
+
+SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "C1CC", "[Na+].[Cl-]", "CN", "O", "CCCC"] * 4  # one bad record per 8
+FORK = multiprocessing.get_context("fork")
+
+
+def featurize(smiles):
+    return transformer_m_transform()(smiles_to_data(smiles))
+
+
+def jobs():
+    return [(i, f"m{i}", s) for i, s in enumerate(SMILES)]
+
+
+def in_child(target, timeout: float = 60.0) -> int:
+    """Run ``target`` in a forked child (modules already imported: starts instantly); its exit code.
+
+    The child's own exceptions end it with code 1; ``os._exit(0)`` after success.
+    """
+
+    def main():
+        try:
+            target()
+        except BaseException:  # noqa: BLE001 - reported through the exit code
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+
+    child = FORK.Process(target=main)
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        pytest.fail(f"the child process hung for {timeout} s")
+    return child.exitcode
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)  # no finally, no clean-up, like the OOM killer
+
+
+def assert_complete(cache):
+    assert cache is not None
+    assert len(cache) == 28 and [f.index for f in cache.failures] == [3, 11, 19, 27]
+    assert all("parse" in f.reason for f in cache.failures)
+    assert [int(cache.store[k].idx) for k in range(3)] == [0, 1, 2]
+
+
+def stale_builds(folder: Path) -> list[Path]:
+    return sorted(folder.parent.glob(f".{folder.name}.tmp-*"))
+
+
+def test_build_killed_mid_way_is_never_read_and_the_next_run_finishes(tmp_path):
+    folder = tmp_path / "tmzoo-test-key"
+    done = []
+
+    def dying(smiles):
+        done.append(smiles)
+        if len(done) == 12:
+            kill_self()
+        return featurize(smiles)
+
+    assert in_child(lambda: cache_module.load_or_build(folder, jobs, dying, total=len(SMILES))) == -signal.SIGKILL
+    assert not folder.exists()
+    stale = stale_builds(folder)
+    assert len(stale) == 1 and not (stale[0] / "manifest.json").exists()  # half-written, unmarked
+    assert cache_module.load_cache(folder) is None
+    assert cache_module.load_cache(stale[0]) is None
+
+    cache = cache_module.load_or_build(folder, jobs, featurize, total=len(SMILES))
+    assert_complete(cache)
+    assert not stale_builds(folder)  # the killed build's folder was swept away
+    assert_complete(cache_module.load_cache(folder))
+
+
+def test_kill_between_removing_the_old_cache_and_renaming_the_new_one(tmp_path, monkeypatch):
+    """The window inside ``build_cache`` where neither folder is in place."""
+    folder = tmp_path / "tmzoo-test-key"
+    cache_module.load_or_build(folder, jobs, featurize)
+    (folder / "pair_spd.bin").write_bytes(b"corrupt")  # forces a rebuild
+
+    def child():
+        real_replace = os.replace
+
+        def dying_replace(src, dst):
+            if Path(dst) == folder:
+                kill_self()
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(cache_module.os, "replace", dying_replace)
+        cache_module.load_or_build(folder, jobs, featurize)
+
+    assert in_child(child) == -signal.SIGKILL
+    assert not folder.exists()  # the old, corrupt cache was removed; the new one never named
+    assert len(stale_builds(folder)) == 1
+    assert cache_module.load_cache(folder) is None
+    assert_complete(cache_module.load_or_build(folder, jobs, featurize))
+    assert not stale_builds(folder)
+
+
+def test_lock_of_a_killed_process_is_released(tmp_path):
+    folder = tmp_path / "tmzoo-test-key"
+
+    def child():
+        with cache_module.folder_lock(folder):
+            kill_self()
+
+    assert in_child(child) == -signal.SIGKILL
+    assert (tmp_path / f".{folder.name}.lock").exists()
+    assert in_child(lambda: assert_complete(cache_module.load_or_build(folder, jobs, featurize)), timeout=30) == 0
+
+
+def test_two_processes_build_once_and_read_the_same_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "tmzoo-test-key"
+    log = tmp_path / "builds.log"
+    original = cache_module.build_cache
+
+    def logged_build(*args, **kwargs):
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return original(*args, **kwargs)
+
+    def slow(smiles):
+        time.sleep(0.02)
+        return featurize(smiles)
+
+    monkeypatch.setattr(cache_module, "build_cache", logged_build)
+
+    def child():
+        assert_complete(cache_module.load_or_build(folder, jobs, slow))
+
+    processes = [FORK.Process(target=child) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+            pytest.fail("concurrent builds hung")
+        assert process.exitcode == 0
+    assert len(log.read_text().split()) == 1  # the second process waited and loaded the first one's cache
+    assert_complete(cache_module.load_cache(folder))
+
+
+def test_a_worker_process_killed_mid_build_does_not_hang_the_build(tmp_path):
+    """A worker dying (OOM killer, a crash inside RDKit) used to hang the build forever
+    (multiprocessing.Pool waits for the lost chunk); now the record that kills its process is
+    listed as a failure and every other record is kept, in order."""
+    folder = tmp_path / "tmzoo-test-key"
+
+    def crashing(smiles):
+        if smiles == "CN":
+            kill_self()
+        return featurize(smiles)
+
+    def child():
+        cache_module.load_or_build(folder, jobs, crashing, num_proc=2)
+
+    assert in_child(child, timeout=60) == 0
+    cache = cache_module.load_cache(folder)
+    assert cache is not None and len(cache) == 24
+    died = [i for i, s in enumerate(SMILES) if s == "CN"]
+    assert sorted(f.index for f in cache.failures) == sorted([3, 11, 19, 27] + died)
+    assert all(f.reason == cache_module.WORKER_DIED for f in cache.failures if f.index in died)
+    kept = [int(cache.store[k].idx) for k in range(len(cache))]
+    assert kept == [i for i, s in enumerate(SMILES) if s not in ("CN", "C1CC")]
+    assert not stale_builds(folder)
