@@ -13,6 +13,7 @@ from rdkit import Chem
 
 from tmzoo.datamodules import QM9DataModule
 from tmzoo.datamodules.cache import RecordMismatchError
+from tmzoo.datamodules.demo import demo_root
 from tmzoo.datamodules.readers import iter_sdf_blocks
 
 RAW = Path(__file__).parent / "fixtures" / "qm9" / "raw"
@@ -151,3 +152,13 @@ def test_root_may_be_the_raw_folder(tmp_path):
     copy = tmp_path / "flat"
     shutil.copytree(RAW, copy)
     assert len(make(tmp_path, root=copy).load()) == 21
+
+
+def test_uncharacterized_list_read_between_the_rules():
+    from tmzoo.datamodules.qm9 import read_uncharacterized
+
+    excerpt = RAW.parent / "uncharacterized_official_excerpt.txt"
+    assert read_uncharacterized(excerpt) == {58, 61, 80, 185, 186}
+    # the placeholder's prose mentions "3054 'uncharacterized' molecules": not a molecule number
+    assert read_uncharacterized(RAW / "uncharacterized.txt") == set()
+    assert read_uncharacterized(demo_root("qm9") / "raw" / "uncharacterized.txt") == set()

@@ -17,7 +17,8 @@ class MoleculeDataModule(L.LightningDataModule):
     ``Dataset`` of featurised ``Data``) in :meth:`setup` and describe their targets.
 
     Attributes read by the tasks through CLI links: ``target_names``, ``num_targets``,
-    ``target_mean``, ``target_std`` (train statistics), ``has_coordinates``, ``featurization``.
+    ``target_mean``, ``target_std`` (train statistics), ``target_units`` (``"eV"``, ... ;
+    ``""`` when unknown), ``has_coordinates``, ``featurization``.
     """
 
     def __init__(
@@ -41,6 +42,10 @@ class MoleculeDataModule(L.LightningDataModule):
     @property
     def num_targets(self) -> int:
         return len(self.target_names)
+
+    @property
+    def target_units(self) -> list[str]:
+        return [""] * self.num_targets
 
     @property
     def target_mean(self) -> list[float]:

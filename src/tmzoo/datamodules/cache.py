@@ -12,9 +12,11 @@ into place, under a lock file so that concurrent processes (DDP ranks) build onc
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -23,6 +25,8 @@ import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -120,7 +124,16 @@ def _run(job: tuple[int, str, Any]):
         return index, name, err, None
 
 
-def _results(jobs: Iterable, featurize: Callable, num_proc: int):
+def _run_chunk(jobs: list) -> list:
+    return [_run(job) for job in jobs]
+
+
+def _results(jobs: Iterable, featurize: Callable, num_proc: int, chunk: int = 64):
+    """Featurisation results in job order; in worker processes when ``num_proc > 1``.
+
+    At most ``4 * num_proc`` chunks are in flight, so neither the jobs (e.g. SDF text) nor
+    the results pile up in memory when the reader or the writer is the slower side.
+    """
     if num_proc <= 1:
         _init_worker(featurize)
         yield from map(_run, jobs)
@@ -129,8 +142,63 @@ def _results(jobs: Iterable, featurize: Callable, num_proc: int):
     # importing torch, RDKit and Lightning); they run single-threaded torch only.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    with context.Pool(num_proc, initializer=_init_worker, initargs=(featurize,)) as pool:
-        yield from pool.imap(_run, jobs, chunksize=32)
+    jobs = iter(jobs)
+    # concurrent.futures, not multiprocessing.Pool: when a worker dies (the OOM killer, a
+    # crash inside RDKit) a Pool silently replaces it and waits forever for the lost chunk;
+    # an executor reports BrokenProcessPool, and the chunks in flight are re-run (see _rerun).
+    pool = _executor(context, num_proc, featurize)
+    pending: collections.deque = collections.deque()
+    try:
+        while True:
+            while len(pending) < 4 * num_proc:
+                batch = list(itertools.islice(jobs, chunk))
+                if not batch:
+                    break
+                pending.append((batch, pool.submit(_run_chunk, batch)))
+            if not pending:
+                return
+            try:
+                results = pending[0][1].result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for batch, _ in pending:
+                    yield from _rerun(batch, context, featurize)
+                pending.clear()
+                pool = _executor(context, num_proc, featurize)
+                continue
+            pending.popleft()
+            yield from results
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+WORKER_DIED = (
+    "the featurisation process died on this record (killed by the operating system, e.g. "
+    "out of memory, or crashed inside RDKit)"
+)
+
+
+def _executor(context, num_proc: int, featurize: Callable) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(featurize,))
+
+
+def _rerun(batch: list, context, featurize: Callable) -> list:
+    """Results of a chunk that was in flight when a worker died: in a fresh process, and
+    record by record if that dies too, so only the record that kills its process fails."""
+    try:
+        with _executor(context, 1, featurize) as single:
+            return single.submit(_run_chunk, batch).result()
+    except BrokenProcessPool:
+        pass
+    results = []
+    for job in batch:
+        try:
+            with _executor(context, 1, featurize) as single:
+                results.append(single.submit(_run, job).result())
+        except BrokenProcessPool:
+            log.warning("record %s (%s): %s", job[0], job[1], WORKER_DIED)
+            results.append((job[0], job[1], None, WORKER_DIED))
+    return results
 
 
 # ------------------------------------------------------------------------ building
@@ -297,12 +365,12 @@ def load_or_build(
 
 
 def default_num_proc() -> int:
-    """Worker processes for featurisation: the usable cores, at most 8."""
+    """Worker processes for featurisation: the usable cores (at most 32)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(cores, 32))
 
 
 __all__ = [

@@ -36,7 +36,7 @@ class FeaturizedDataModule(MoleculeDataModule):
         root: folder of the raw files (``None``: the subclass's embedded demo data).
         cache_dir: folder for cache folders; default ``<root>/processed`` when writable,
             else ``$TMZOO_CACHE`` / ``~/.cache/tmzoo``.
-        num_proc: featurisation worker processes (default: usable cores, at most 8).
+        num_proc: featurisation worker processes (default: the usable cores, at most 32).
         verify_cache: ``auto`` (checksums below 2 GiB), ``size`` or ``full``.
     """
 

@@ -34,6 +34,8 @@ from tmzoo.datamodules.readers import (
 
 log = logging.getLogger(__name__)
 
+READER_VERSION = 1  # part of the cache key: bump it when the reader's output changes
+
 SPLITS = {"train": "train", "val": "valid"}  # datamodule split -> split_dict key
 TEST_SPLITS = ("valid", "test-dev", "test-challenge")
 OFFICIAL_TEST_SIZES = {"test-dev": 147_037, "test-challenge": 147_432}
@@ -162,8 +164,9 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
     def source_files(self) -> list[Path]:
         return [p for p in (self.csv_path, self.split_path, self.sdf_path) if p is not None]
 
-    def cache_settings(self) -> dict:
-        return {"sdf": {"sanitize": True, "removeHs": True}, "join": "heavy-atom-formula"}
+    def cache_settings(self) -> dict:  # bump READER_VERSION when reading changes
+        return {"version": READER_VERSION, "sdf": {"sanitize": True, "removeHs": True},
+                "join": "heavy-atom-formula"}
 
     def featurizer(self):
         return functools.partial(featurize_pcqm4mv2, transform=self.transform())

@@ -31,6 +31,8 @@ from tmzoo.datamodules.readers import find_file, open_text
 
 log = logging.getLogger(__name__)
 
+READER_VERSION = 1  # part of the cache key: bump it when the reader's output changes
+
 WATERS = {"HOH", "WAT", "DOD", "H2O"}
 PARTIAL_SANITIZE = (
     Chem.SanitizeFlags.SANITIZE_FINDRADICALS
@@ -226,9 +228,10 @@ class PDBBindDataModule(FeaturizedDataModule):
     def source_files(self) -> list[Path]:
         return [self.refined_path, self.core_path]
 
-    def cache_settings(self) -> dict:
+    def cache_settings(self) -> dict:  # bump READER_VERSION when reading changes
         # complex folders are identified by their files' sizes and mtimes
-        return {"cutoff": self.cutoff, "pocket": "atoms, no waters", "ligand": "sdf>mol2", "hydrogens": "all removed",
+        return {"version": READER_VERSION, "cutoff": self.cutoff, "pocket": "atoms, no waters",
+                "ligand": "sdf>mol2", "hydrogens": "all removed",
                 "complexes": self._complex_files_digest()}
 
     def _complex_files_digest(self) -> list:

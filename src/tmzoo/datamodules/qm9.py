@@ -23,10 +23,18 @@ from tmzoo.chem.molecule import MoleculeError, mol_to_data
 from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
 from tmzoo.datamodules.demo import demo_root
 from tmzoo.datamodules.featurized import FeaturizedDataModule
-from tmzoo.datamodules.readers import block_name, find_file, iter_sdf_blocks, open_text
+from tmzoo.datamodules.readers import (
+    block_name,
+    count_sdf_records,
+    find_file,
+    iter_sdf_blocks,
+    open_text,
+)
 from tmzoo.datamodules.splits import load_split, random_split, save_split, split_sizes
 
 log = logging.getLogger(__name__)
+
+READER_VERSION = 2  # part of the cache key: bump it when the reader's output changes
 
 # The 19 targets in the column order of PyG's ``QM9.y`` (``PYG_CONVERSION`` applies to them).
 QM9_TARGETS = [
@@ -58,13 +66,24 @@ def read_qm9_targets(csv_path: Path) -> pd.DataFrame:
 
 
 def read_uncharacterized(path: Path) -> set[int]:
-    """Molecule numbers (the N of ``gdb_N``) listed in ``uncharacterized.txt``."""
-    numbers = set()
+    """Molecule numbers (the N of ``gdb_N``) listed in ``uncharacterized.txt``.
+
+    The list is the block between the second and third ``====`` rule of the official file;
+    text around it (the header, the placeholder's prose) is never read as molecule numbers.
+    """
     with open_text(path) as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) >= 2 and fields[0].isdigit():
-                numbers.add(int(fields[0]))
+        lines = handle.read().splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
+    if len(rules) < 2:
+        raise ValueError(f"{path} is not in the official layout (no '=====' header rules)")
+    end = rules[2] if len(rules) > 2 else len(lines)
+    numbers = set()
+    for number, line in enumerate(lines[rules[1] + 1: end], rules[1] + 2):
+        if line.strip():
+            try:
+                numbers.add(int(line.split()[0]))
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: expected a molecule number") from err
     return numbers
 
 
@@ -152,12 +171,16 @@ class QM9DataModule(FeaturizedDataModule):
     def source_files(self) -> list[Path]:
         return [find_file(self.raw_dir, name) for name in QM9_FILES]
 
-    def cache_settings(self) -> dict:
-        return {"sdf": {"sanitize": True, "removeHs": False}, "targets": "pyg-v3-units",
+    def cache_settings(self) -> dict:  # bump READER_VERSION when reading changes
+        return {"version": READER_VERSION, "sdf": {"sanitize": True, "removeHs": False},
+                "targets": "pyg-v3-units",
                 "join": "mol_id"}
 
     def featurizer(self):
         return functools.partial(featurize_qm9, transform=self.transform())
+
+    def job_count(self) -> int:
+        return count_sdf_records(self.source_files()[0])
 
     def jobs(self):
         sdf, csv, uncharacterized = self.source_files()
