@@ -189,3 +189,11 @@ def test_featurizer_molecule_error_message_kept(tmp_path):
     built = cache_module.build_cache(tmp_path / "c", jobs, broken, total=1)
     assert len(built) == 0 and built.failures[0].reason == "no atoms, for testing"
     assert built.failures[0].index == 7
+
+
+def test_leftovers_of_a_killed_build_are_removed(tmp_path):
+    dm = make(tmp_path)
+    stale = dm.cache_folder.parent / f".{dm.cache_folder.name}.tmp-99999-abcdef"
+    stale.mkdir(parents=True)
+    (stale / "x.bin").write_bytes(b"\0" * 10)
+    assert len(dm.load()) == 21 and not stale.exists()

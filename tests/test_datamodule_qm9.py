@@ -162,3 +162,14 @@ def test_uncharacterized_list_read_between_the_rules():
     # the placeholder's prose mentions "3054 'uncharacterized' molecules": not a molecule number
     assert read_uncharacterized(RAW / "uncharacterized.txt") == set()
     assert read_uncharacterized(demo_root("qm9") / "raw" / "uncharacterized.txt") == set()
+
+
+def test_setup_with_a_trainer_saves_the_split_in_its_log_dir(tmp_path):
+    from types import SimpleNamespace
+
+    dm = make(tmp_path, seed=5)
+    dm.trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path / "logs" / "version_0"))
+    dm.setup("fit")
+    saved = json.loads((tmp_path / "logs" / "version_0" / "split.json").read_text())
+    assert saved["seed"] == 5 and saved["targets"] == ["gap"]
+    assert sorted(saved["test"]) == sorted(dm.record_indices("test").tolist())
