@@ -518,3 +518,60 @@ def test_not_a_checkpoint_dict(tmp_path):
     torch.save([torch.zeros(2)], path)
     with pytest.raises(ValueError, match="not a tmzoo checkpoint"):
         load_bundle(path)
+
+
+def _malformed_specs():
+    spec, _ = _tiny_spec_and_state()
+    encoder = spec["modules"]["encoder"]
+    return {
+        "spec is a string": "hello",
+        "spec is a list": [1],
+        "modules is a string": dict(spec, modules="x"),
+        "no modules": {k: v for k, v in spec.items() if k != "modules"},
+        "no encoder": dict(spec, modules={"gap_head": spec["modules"]["gap_head"]}),
+        "class_path not a string": dict(spec, modules=dict(spec["modules"], encoder={"class_path": 5})),
+        "init_args a list": dict(spec, modules=dict(spec["modules"], encoder=dict(encoder, init_args=[1]))),
+        "unknown init arg": dict(spec, modules=dict(spec["modules"], encoder=dict(encoder, init_args={"bogus": 1}))),
+        "missing tmzoo module": dict(spec, modules=dict(spec["modules"], encoder={"class_path": "tmzoo.nothere.X"})),
+        "missing tmzoo class": dict(spec, modules=dict(spec["modules"], encoder={"class_path": "tmzoo.models.Nope"})),
+        "target mean not numbers": dict(spec, target_mean="abc"),
+        "featurization a string": dict(spec, featurization="x"),
+        "featurization extra key": dict(spec, featurization={"max_hops": 5, "evil": 1}),
+        "featurization wrong type": dict(spec, featurization={"max_hops": "5"}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_malformed_specs()))
+def test_malformed_spec_is_a_value_error(tmp_path, case):
+    """Anything a checkpoint's plain-data spec gets wrong is reported, not a traceback."""
+    _, state = _tiny_spec_and_state()
+    path = tmp_path / "spec.pt"
+    torch.save({"state_dict": state, "tmzoo": _malformed_specs()[case]}, path)
+    with pytest.raises(ValueError) as err:
+        load_bundle(path)
+    assert str(err.value)
+
+
+@pytest.mark.parametrize("state", ["x", {"encoder.w": 1.0}, [torch.zeros(1)]], ids=["string", "floats", "list"])
+def test_malformed_state_dict_is_a_value_error(tmp_path, state):
+    spec, _ = _tiny_spec_and_state()
+    path = tmp_path / "state.pt"
+    torch.save({"state_dict": state, "tmzoo": spec}, path)
+    with pytest.raises(ValueError):
+        load_bundle(path)
+
+
+def test_zip_checked_with_torchs_own_reader(tmp_path, monkeypatch):
+    """A TorchScript archive is refused even if Python's zipfile lists nothing (two zip
+    parsers can disagree on a crafted file; torch.load uses its own)."""
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(_ScriptedWithSetstate()), path)
+
+    class Blind(zipfile.ZipFile):
+        def namelist(self):
+            return []
+
+    monkeypatch.setattr(zipfile, "ZipFile", Blind)
+    monkeypatch.setattr(zipfile, "is_zipfile", lambda p: False)
+    with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
+        safe_load(path)

@@ -9,6 +9,7 @@ Only tmzoo's own classes can be named there.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -110,12 +111,43 @@ def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor]) -
         module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
 
 
+def _check_layout(spec, state) -> None:
+    """Plain-data shape of a spec and state dict, checked before anything is built from them."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("modules"), dict) or "encoder" not in spec["modules"]:
+        raise ValueError("the tmzoo spec needs a 'modules' dict with an 'encoder' entry")
+    for name, module in spec["modules"].items():
+        if not (isinstance(module, dict) and isinstance(module.get("class_path"), str)
+                and isinstance(module.get("init_args", {}), dict)):
+            raise ValueError(f"module {name!r} of the tmzoo spec needs a string 'class_path' and dict 'init_args'")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError("the state dict must map names to tensors")
+    featurization = spec.get("featurization", {})
+    from tmzoo.data.transforms import transformer_m_transform
+
+    allowed = inspect.signature(transformer_m_transform).parameters
+    if not isinstance(featurization, dict) or set(featurization) - set(allowed) or not all(
+        isinstance(featurization.get(k, p.default), type(p.default)) for k, p in allowed.items()
+    ):
+        wanted = ", ".join(f"{k}: {type(p.default).__name__}" for k, p in allowed.items())
+        raise ValueError(f"the tmzoo spec's 'featurization' must be a dict of {{{wanted}}}, got {featurization!r}")
+
+
 def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
-    """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected)."""
-    spec, state = _spec_and_state(safe_load(path, map_location=map_location))
-    modules = {name: build_module(s) for name, s in spec["modules"].items()}
-    load_state_strict(modules, state)
-    bundle = ModelBundle(spec, modules)
+    """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected).
+
+    Every problem with the file's content (spec, weights) is a ``ValueError``.
+    """
+    checkpoint = safe_load(path, map_location=map_location)
+    try:
+        spec, state = _spec_and_state(checkpoint)
+        _check_layout(spec, state)
+        modules = {name: build_module(s) for name, s in spec["modules"].items()}
+        load_state_strict(modules, state)
+        bundle = ModelBundle(spec, modules)
+    except ValueError:
+        raise
+    except (TypeError, KeyError, AttributeError, ImportError, IndexError, RuntimeError) as err:
+        raise ValueError(f"{path}: malformed checkpoint ({type(err).__name__}: {err})") from err
     return bundle.eval()
 
 

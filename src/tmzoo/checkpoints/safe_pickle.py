@@ -353,12 +353,19 @@ restricted_pickle.__name__ = "pickle"
 
 def _refuse_container(path: Path) -> None:
     """Refuse the formats ``torch.load`` reads without the unpickler it is given."""
-    if zipfile.is_zipfile(path):
+    with open(path, "rb") as handle:
+        torch_zip = handle.read(4) == b"PK\x03\x04"  # what torch.load itself checks
+    if torch_zip or zipfile.is_zipfile(path):
+        names = []
         try:
             with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+                names += archive.namelist()
         except (zipfile.BadZipFile, OSError, ValueError):
-            names = []
+            pass
+        try:  # torch's own zip reader, so that the two parsers cannot disagree
+            names += list(torch._C.PyTorchFileReader(str(path)).get_all_records())
+        except Exception:  # noqa: BLE001 - not readable by torch either: torch.load fails too
+            pass
         if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in names):
             raise UnsafeCheckpointError(
                 f"{path} is a TorchScript archive, whose code torch.load would run "
