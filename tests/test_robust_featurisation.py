@@ -264,3 +264,37 @@ def test_missing_conformer_id_is_a_molecule_error():
         mol_to_data(mol, conformer_id=7)
     mol = Chem.MolFromSmiles("CC")  # no conformer at all: no coordinates, no error
     assert not mol_to_data(mol, conformer_id=7).has_pos.item()
+
+
+DEPICTION = SDF_2D_NO_COORDS.replace(
+    "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n"
+    "    0.0000    0.0000    0.0000 C",
+    "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n"
+    "    1.2990    0.7500    0.0000 C",
+).replace("    0.0000    0.0000    0.0000 O", "    2.5981   -0.0000    0.0000 O")
+
+
+def test_2d_depiction_coordinates_are_not_a_geometry():
+    """A molfile drawn in 2D (flat layout coordinates) must not feed the 3D channel."""
+    mol = Chem.MolFromMolBlock(DEPICTION)
+    assert not mol.GetConformer().Is3D() and mol.GetConformer().GetPositions().any()
+    data = mol_to_data(mol)
+    assert not data.has_pos.item() and not data.pos.any()
+
+
+def test_computed_2d_layout_is_not_a_geometry():
+    from rdkit.Chem import AllChem
+
+    mol = Chem.MolFromSmiles("c1ccccc1O")
+    AllChem.Compute2DCoords(mol)
+    assert not mol_to_data(mol).has_pos.item()
+
+
+@pytest.mark.parametrize("header", ["3D", ""], ids=["flagged-3D", "no-dimension-code"])
+def test_3d_molfiles_keep_their_coordinates(header):
+    block = DEPICTION.replace("RDKit          2D", f"RDKit          {header}")
+    if header == "":  # RDKit decides from the z coordinates
+        block = block.replace("2.5981   -0.0000    0.0000 O", "2.5981   -0.0000    0.4000 O")
+    mol = Chem.MolFromMolBlock(block)
+    data = mol_to_data(mol)
+    assert data.has_pos.item() and data.pos.abs().sum() > 0

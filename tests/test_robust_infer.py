@@ -169,6 +169,15 @@ def test_sdf_without_coordinates_when_3d_is_asked(ckpt, tmp_path):
     assert "needs 3D coordinates" in rows[0]["error"] and rows[1]["mode"] == "3d"
 
 
+def test_2d_drawn_sdf_is_read_in_2d(ckpt, tmp_path):
+    drawn = block("drawn", [("C", (0.0, 0.0, 0.0)), ("C", (1.299, 0.75, 0.0)), ("O", (2.598, 0.0, 0.0))],
+                  [(1, 2), (2, 3)], dim="2D")
+    rc, rows = infer(ckpt, tmp_path, "drawn.sdf", drawn.encode())
+    assert rc == 0 and rows[0]["mode"] == "2d"
+    rc, rows = infer(ckpt, tmp_path, "drawn.sdf", drawn.encode(), "--mode", "3d")
+    assert rc == 0 and "needs 3D coordinates" in rows[0]["error"]
+
+
 def test_truncated_sdf(ckpt, tmp_path):
     good = block("good", ETHANOL, [(1, 2), (2, 3)])
     rc, rows = infer(ckpt, tmp_path, "cut.sdf", (good + good[: len(good) // 2]).encode())

@@ -96,7 +96,9 @@ def mol_to_data(
         coords = torch.tensor(conf.GetPositions(), dtype=torch.float32)
         if not torch.isfinite(coords).all():
             raise MoleculeError("coordinates contain NaN or inf")
-        if conf.Is3D() or coords.abs().sum() > 0:
+        # a conformer RDKit marks 2D (a molfile drawn in 2D, Compute2DCoords) is a depiction,
+        # not a geometry: reading it as 3D would feed flat layout coordinates to the 3D channel
+        if conf.Is3D():
             pos, has_pos = coords, True
 
     return Data(
