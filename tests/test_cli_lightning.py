@@ -1,0 +1,98 @@
+"""``tmzoo fit|validate|test|predict`` through LightningCLI: composition, links, loggers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+from tmzoo.cli.lightning import run_lightning_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = str(ROOT / "experiments" / "transformer_m_small.yaml")
+
+
+@pytest.fixture
+def tiny(tmp_path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 4, num_targets: 2}\n")
+    return str(path)
+
+
+def quick(tmp_path, *extra: str) -> list[str]:
+    return ["--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}", *extra]
+
+
+def test_print_config_is_complete(tiny, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_lightning_cli(["fit", "--config", SMALL, "--config", tiny, "--print_config"])
+    assert exit_.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    encoder = config["model"]["init_args"]["encoder"]
+    assert encoder["class_path"] == "tmzoo.models.TransformerM"
+    assert encoder["init_args"]["num_layers"] == 4 and encoder["init_args"]["num_kernels"] == 16
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == pytest.approx(1e-3)
+    assert config["data"]["class_path"] == "test_tasks_tinydata.TinyMolecules"
+    assert config["trainer"]["gradient_clip_val"] == 5.0 and config["seed_everything"] == 0
+
+
+def test_fit_links_data_info_saves_config_and_csv_logs(tiny, tmp_path):
+    regression = ["--model=tmzoo.tasks.Regression", "--model.init_args.loss=l1"]
+    args = ["fit", "--config", SMALL, "--config", tiny, *regression, *quick(tmp_path)]
+    cli = run_lightning_cli(args)
+    assert type(cli.model).__name__ == "Regression" and cli.model.head.out_proj.out_features == 2
+    assert cli.model.data_info["target_names"] == ["gap", "logp"]
+    assert cli.model.target_std.tolist() == pytest.approx(cli.datamodule.target_std)
+    assert isinstance(cli.trainer.loggers[0], CSVLogger)
+    log_dir = Path(cli.trainer.log_dir)
+    saved = yaml.safe_load(open(log_dir / "config.yaml"))
+    assert saved["model"]["class_path"] == "tmzoo.tasks.Regression"
+    metrics = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/mae", "val/mae_gap", "val/mae_logp", "train/loss"} <= set(metrics)
+
+    ckpt = next((log_dir / "checkpoints").glob("*.ckpt"))
+    checkpoint = torch.load(ckpt, weights_only=True)
+    assert checkpoint["tmzoo"]["targets"] == ["gap", "logp"]
+    assert checkpoint["hyper_parameters"]["data_info"]["target_units"] == ["eV", ""]
+    test = run_lightning_cli(["test", "--config", SMALL, "--config", tiny, *regression, f"--ckpt_path={ckpt}",
+                              f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert "test/mae_gap" in test.trainer.callback_metrics
+
+
+def test_rerun_into_the_same_log_dir_overwrites_config(tiny, tmp_path):
+    fixed = ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}", "--trainer.logger.version=fixed"]
+    for _ in range(2):
+        cli = run_lightning_cli(["fit", "--config", SMALL, "--config", tiny, *quick(tmp_path, *fixed)])
+    assert Path(cli.trainer.log_dir).name == "fixed" and (Path(cli.trainer.log_dir) / "config.yaml").exists()
+
+
+def test_wandb_flag_logs_offline_without_credentials(tiny, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = run_lightning_cli(["fit", "--config", SMALL, "--config", tiny, "--wandb=true", *quick(tmp_path)])
+    kinds = [type(lg) for lg in cli.trainer.loggers]
+    assert kinds[0] is CSVLogger and WandbLogger in kinds
+    wandb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger))
+    assert wandb_logger._offline and os.environ["WANDB_MODE"] in ("offline", "dryrun")
+    import wandb
+
+    wandb.finish()
+    assert list(Path(tmp_path).rglob("offline-run-*")), "no offline W&B run to sync later"
+
+
+def test_predict_returns_de_standardised_predictions(tiny, tmp_path):
+    cli = run_lightning_cli(["predict", "--config", SMALL, "--config", tiny, "--model=tmzoo.tasks.Regression",
+                             f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert cli is not None
+    predictions = torch.cat(cli.trainer.predict_loop.predictions)
+    assert predictions.shape == (4, 2)
+    # a fresh head predicts near zero in standardised units, i.e. near the train mean
+    mean = torch.tensor(cli.datamodule.target_mean)
+    assert (predictions - mean).abs().max() < 3 * max(cli.datamodule.target_std)
