@@ -65,11 +65,29 @@ class Geometry3DBias(nn.Module):
         summed = (psi * key_mask[:, None, :, None]).sum(dim=-2)
         return bias, summed
 
+    def _can_fuse(self, dist: Tensor) -> bool:
+        """The fused path covers fp32 without autocast; anything else recomputes by checkpoint."""
+        weight = self.gbf_proj.layer1.weight
+        return weight.dtype == torch.float32 and not torch.is_autocast_enabled(dist.device.type)
+
+    def _fused_bias_and_sum(self, dist: Tensor, pair_type: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``_bias_and_sum`` with an analytic backward that recomputes the basis (see below)."""
+        gbf, proj = self.gbf, self.gbf_proj
+        gamma = gbf.mul(pair_type).sum(dim=-2).float()
+        beta = gbf.bias(pair_type).sum(dim=-2).float()
+        x = gamma * dist.float().unsqueeze(-1) + beta  # [B, N, N, 1]
+        return _GaussianProjection.apply(
+            x, gbf.means.weight.view(-1), gbf.stds.weight.view(-1),
+            proj.layer1.weight, proj.layer1.bias, proj.layer2.weight, proj.layer2.bias, key_mask,
+        )
+
     def forward(self, mol: DenseMolecules) -> tuple[Tensor, Tensor, Tensor]:
         """``bias [B, H, N, N]`` (−inf on padded keys), ``atom_encoding [B, N, C]``, ``direction``."""
         dist, direction = pair_geometry(mol.pos)
         key_mask = mol.mask.to(dist.dtype)
-        if self.recompute and torch.is_grad_enabled():
+        if self.recompute and torch.is_grad_enabled() and self._can_fuse(dist):
+            bias, summed = self._fused_bias_and_sum(dist, mol.pair_type, key_mask)
+        elif self.recompute and torch.is_grad_enabled():
             bias, summed = checkpoint(
                 self._bias_and_sum, dist, mol.pair_type, key_mask, use_reentrant=False
             )
@@ -77,6 +95,55 @@ class Geometry3DBias(nn.Module):
             bias, summed = self._bias_and_sum(dist, mol.pair_type, key_mask)
         bias = bias.permute(0, 3, 1, 2).masked_fill(~mol.mask[:, None, None, :], float("-inf"))
         return bias, self.edge_proj(summed.to(self.edge_proj.weight.dtype)), direction
+
+
+class _GaussianProjection(torch.autograd.Function):
+    """Gaussian basis → ``gbf_proj`` and the key-masked sum over j, in fp32, with a hand-written
+    backward that keeps nothing ``[B, N, N, K]``-sized between forward and backward.
+
+    Same forward ops as ``_bias_and_sum``. Backward recomputes ψ and ``layer1``'s output once
+    and applies the chain rule directly (``∂ψ/∂z = −zψ``, ``∂ψ/∂σ = ψ(z² − 1)/σ``), which is
+    cheaper than ``checkpoint`` (a second forward plus autograd's per-op backward). Padded keys
+    j receive no gradient from either output (their bias is −inf, their ψ is masked out of the
+    sum), so ψ is zeroed there in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mean, s, w1, b1, w2, b2, key_mask):
+        std = s.abs() + 1e-2
+        psi = torch.exp(-0.5 * ((x - mean) / std) ** 2) / (_SQRT_2PI * std)
+        bias = F.linear(F.gelu(F.linear(psi, w1, b1)), w2, b2)
+        summed = (psi * key_mask[:, None, :, None]).sum(dim=-2)
+        ctx.save_for_backward(x, mean, s, w1, b1, w2, key_mask)
+        return bias, summed
+
+    @staticmethod
+    def backward(ctx, d_bias, d_summed):
+        x, mean, s, w1, b1, w2, key_mask = ctx.saved_tensors
+        k = mean.numel()
+        inv = 1.0 / (s.abs() + 1e-2)
+        z = (x - mean) * inv  # [B, N, N, K]
+        psi = torch.exp(-0.5 * z * z).mul_(key_mask[:, None, :, None] * (inv / _SQRT_2PI))
+        flat_psi = psi.view(-1, k)
+        h1 = F.linear(flat_psi, w1, b1)
+        d_bias = d_bias.reshape(-1, d_bias.shape[-1])
+        dw2 = d_bias.t() @ F.gelu(h1)
+        db2 = d_bias.sum(0)
+        dh1 = torch.ops.aten.gelu_backward(d_bias @ w2, h1)
+        del h1
+        dw1 = dh1.t() @ flat_psi
+        db1 = dh1.sum(0)
+        d_psi = (dh1 @ w1).view_as(psi)
+        del dh1
+        if d_summed is not None:
+            d_psi.add_(d_summed.unsqueeze(2))
+        t = d_psi.mul_(psi)  # dL/dψ · ψ
+        del psi
+        tz = t * z  # dL/dz = −t·z
+        dx = -(tz @ inv.unsqueeze(-1))  # dz/dx = 1/σ
+        dmean = tz.view(-1, k).sum(0) * inv  # dz/dμ = −1/σ
+        dstd = ((tz * z).view(-1, k).sum(0) - t.view(-1, k).sum(0)) * inv
+        return dx, dmean, dstd * torch.sign(s), dw1, db1, dw2, db2, None
 
 
 class _NonLinear(nn.Module):

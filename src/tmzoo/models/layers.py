@@ -42,11 +42,32 @@ class BiasedSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         b, t, c = x.shape
+        dropout = self.dropout if self.training else 0.0
+        if dropout > 0.0 and x.device.type == "cpu":
+            return self._explicit(x, bias, dropout)
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         # q is scaled before the bias is added, as in the reference; SDPA does exactly that
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+
+    def _explicit(self, x: Tensor, bias: Tensor, dropout: float) -> Tensor:
+        """The same attention written out, for CPU training with dropout.
+
+        SDPA has no fused CPU kernel with dropout, and its fallback makes extra passes over
+        ``[B, H, T, T]``; here q is scaled while still contiguous and the bias is added inside
+        the batched matmul.
+        """
+        b, t, c = x.shape
+        h, d = self.num_heads, self.head_dim
+
+        def heads(y: Tensor) -> Tensor:
+            return y.view(b, t, h, d).transpose(1, 2).reshape(b * h, t, d)
+
+        q = heads(self.q_proj(x) * d**-0.5)
+        k, v = heads(self.k_proj(x)), heads(self.v_proj(x))
+        logits = torch.baddbmm(bias.to(q.dtype).reshape(b * h, t, t), q, k.transpose(1, 2))
+        probs = F.dropout(torch.softmax(logits.float(), dim=-1).to(q.dtype), dropout)
+        out = torch.bmm(probs, v).view(b, h, t, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 
 
