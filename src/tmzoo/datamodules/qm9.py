@@ -217,8 +217,11 @@ class QM9DataModule(FeaturizedDataModule):
         sizes = self.sizes or split_sizes(n)
         positions = random_split(n, sizes, self.seed)
         record = np.asarray(cache.store.column("idx")).reshape(-1)
-        save_split(cache.folder / "splits" / f"seed-{self.seed}-{'-'.join(map(str, sizes))}.json",
-                   {k: record[v] for k, v in positions.items()}, seed=self.seed)
+        path = cache.folder / "splits" / f"seed-{self.seed}-{'-'.join(map(str, sizes))}.json"
+        try:
+            save_split(path, {k: record[v] for k, v in positions.items()}, seed=self.seed)
+        except OSError as err:  # a cache shared read-only: the split is still reproducible
+            log.warning("cannot save the split to %s: %s", path, err)
         return positions
 
     def _positions_from_file(self, cache: FeatureCache) -> dict[str, np.ndarray]:
