@@ -158,3 +158,18 @@ def test_extract_refuses_paths_outside_the_folder(tmp_path):
 def test_missing_files_name_the_download_helper(tmp_path):
     with pytest.raises(FileNotFoundError, match="download_pcqm4mv2"):
         make(tmp_path, root=tmp_path)
+
+
+def test_official_size_submission_goes_through_the_ogb_evaluator(tmp_path, monkeypatch):
+    from ogb.lsc import PCQM4Mv2Evaluator
+
+    from tmzoo.datamodules import pcqm4mv2
+
+    calls = []
+    monkeypatch.setattr(pcqm4mv2, "OFFICIAL_TEST_SIZES", {"test-dev": 2})
+    monkeypatch.setattr(PCQM4Mv2Evaluator, "save_test_submission",
+                        lambda self, d, folder, mode: calls.append((d["y_pred"].tolist(), folder, mode)))
+    dm = make(tmp_path)
+    dm.setup("test")
+    dm.write_test_submission(torch.tensor([0.5, 1.5]), tmp_path / "sub")  # test loader order
+    assert calls == [([0.5, 1.5], str(tmp_path / "sub"), "test-dev")]
