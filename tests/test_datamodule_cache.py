@@ -197,3 +197,11 @@ def test_leftovers_of_a_killed_build_are_removed(tmp_path):
     stale.mkdir(parents=True)
     (stale / "x.bin").write_bytes(b"\0" * 10)
     assert len(dm.load()) == 21 and not stale.exists()
+
+
+def test_key_changes_with_the_featurisation_code(tmp_path, monkeypatch):
+    from tmzoo.datamodules import featurized
+
+    before = make(tmp_path).cache_folder
+    monkeypatch.setattr(featurized, "FEATURISATION_MODULES", ("tmzoo.chem.molecule",))
+    assert make(tmp_path).cache_folder != before

@@ -8,6 +8,8 @@ a CLI link first reads ``target_mean``, saving the split beside the run — live
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -27,6 +29,19 @@ from tmzoo.datamodules.cache import (
 from tmzoo.datamodules.splits import SplitView, save_split
 
 log = logging.getLogger(__name__)
+
+
+FEATURISATION_MODULES = ("tmzoo.chem.molecule", "tmzoo.chem.paths", "tmzoo.data.transforms")
+
+
+def featurisation_code_digest() -> str:
+    """Hash of the source of the shared featurisation code (atom/bond features, paths,
+    transforms): editing it gives new cache keys instead of stale caches. Dataset readers
+    carry their own ``READER_VERSION``."""
+    hasher = hashlib.sha256()
+    for name in FEATURISATION_MODULES:
+        hasher.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 class FeaturizedDataModule(MoleculeDataModule):
@@ -103,6 +118,7 @@ class FeaturizedDataModule(MoleculeDataModule):
             "dataset": self.cache_name,
             "transform": repr(self.transform()),
             "reader": self.cache_settings(),
+            "featurisation_code": featurisation_code_digest(),
         }
 
     @property
