@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tmzoo.chem.molecule import smiles_to_data
 from tmzoo.data.transforms import transformer_m_transform
@@ -41,6 +42,7 @@ def in_child(target, timeout: float = 60.0) -> int:
     """
 
     def main():
+        torch.set_num_threads(1)  # no OpenMP team in a forked child
         try:
             target()
         except BaseException:  # noqa: BLE001 - reported through the exit code

@@ -575,3 +575,44 @@ def test_zip_checked_with_torchs_own_reader(tmp_path, monkeypatch):
     monkeypatch.setattr(zipfile, "is_zipfile", lambda p: False)
     with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
         safe_load(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"embed_dim": 10**6, "ffn_dim": 10**6}, {"num_layers": 10**4}, {"num_layers": 10**9}, {"num_kernels": 10**9}],
+    ids=["wide", "deep", "very-deep", "many-kernels"],
+)
+def test_spec_asking_for_a_giant_model_fails_before_allocating_it(tmp_path, change):
+    """A few-kB file whose spec asks for terabytes must be refused, not attempted (OOM)."""
+    import multiprocessing
+    import resource
+
+    spec, state = _tiny_spec_and_state()
+    spec["modules"]["encoder"]["init_args"].update(change)
+    path = tmp_path / "giant.pt"
+    save_bundle(spec, state, path)
+    outcome = tmp_path / "outcome.txt"
+
+    def child():  # in a child with a 4 GiB address-space cap, so a regression cannot OOM the machine
+        torch.set_num_threads(1)  # no OpenMP team in a forked child
+        with open("/proc/self/statm") as handle:
+            used = int(handle.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + (4 << 30), resource.RLIM_INFINITY))
+        try:
+            load_bundle(path)
+            outcome.write_text("loaded")
+        except ValueError as err:
+            outcome.write_text(f"ValueError: {err}")
+        except BaseException as err:  # noqa: BLE001
+            outcome.write_text(f"{type(err).__name__}: {err}")
+        os._exit(0)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        pytest.fail("loading a giant spec did not fail fast")
+    result = outcome.read_text()
+    assert result.startswith("ValueError:"), result
+    assert "has shape" in result or "more parameters than" in result or "more than the checkpoint's" in result

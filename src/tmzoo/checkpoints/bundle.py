@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from tmzoo.checkpoints.official import convert_official, is_official
 from tmzoo.checkpoints.safe_pickle import safe_load
@@ -93,8 +94,11 @@ def _spec_and_state(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
     raise ValueError("not a tmzoo checkpoint nor a released Transformer-M checkpoint")
 
 
-def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor]) -> None:
-    """Load prefixed weights into ``modules``; any missing, unexpected or mis-shaped tensor is an error."""
+def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor], check_only: bool = False) -> None:
+    """Load prefixed weights into ``modules``; any missing, unexpected or mis-shaped tensor is an error.
+
+    ``check_only``: only compare names and shapes (e.g. against modules on the meta device).
+    """
     expected = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -106,6 +110,8 @@ def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor]) -
                 f"tensor {key} has shape {tuple(value.shape)} in the checkpoint but "
                 f"{tuple(expected[key].shape)} in the model"
             )
+    if check_only:
+        return
     for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
@@ -132,6 +138,36 @@ def _check_layout(spec, state) -> None:
         raise ValueError(f"the tmzoo spec's 'featurization' must be a dict of {{{wanted}}}, got {featurization!r}")
 
 
+def _dry_run(spec: dict, state: dict[str, Tensor]) -> None:
+    """Build the requested modules on the meta device (no memory) and check the weights fit,
+    so that a spec asking for a model far larger than its weights fails before allocating it.
+    Modules that cannot be built on meta are checked after the real build instead."""
+    numel = sum(v.numel() for v in state.values())
+    for name, module in spec["modules"].items():  # a width or depth beyond the weights' size is absurd
+        for arg, value in module.get("init_args", {}).items():
+            if isinstance(value, int) and not isinstance(value, bool) and value > max(numel, 1024):
+                raise ValueError(f"module {name!r} asks for {arg}={value}, more than the checkpoint's {numel} weights")
+    budget = len(state) + 16  # every parameter is a state-dict entry: a spec cannot ask for many more
+
+    def count(module, name, param):
+        nonlocal budget
+        budget -= 1
+        if budget < 0:
+            raise ValueError(f"the tmzoo spec asks for more parameters than the {len(state)} weights it carries")
+
+    hook = register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            modules = {name: build_module(s) for name, s in spec["modules"].items()}
+    except ValueError:
+        raise
+    except Exception:  # noqa: BLE001 - not meta-safe: load_state_strict checks after building
+        return
+    finally:
+        hook.remove()
+    load_state_strict(modules, state, check_only=True)
+
+
 def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
     """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected).
 
@@ -141,6 +177,7 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
     try:
         spec, state = _spec_and_state(checkpoint)
         _check_layout(spec, state)
+        _dry_run(spec, state)
         modules = {name: build_module(s) for name, s in spec["modules"].items()}
         load_state_strict(modules, state)
         bundle = ModelBundle(spec, modules)

@@ -54,7 +54,7 @@ class TransformerM(nn.Module):
         super().__init__()
         if not (use_2d or use_3d):
             raise ValueError("Transformer-M needs at least one of use_2d, use_3d")
-        probs = torch.tensor([float(p) for p in mode_probs])
+        probs = torch.tensor([float(p) for p in mode_probs], device="cpu")  # CPU: checkable on meta too
         if probs.numel() != 3 or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-6:
             raise ValueError(f"mode_probs must be 3 non-negative numbers summing to 1, got {mode_probs}")
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "probs")}
@@ -72,7 +72,7 @@ class TransformerM(nn.Module):
         )
         self.emb_layer_norm = nn.LayerNorm(embed_dim) if embed_layer_norm else nn.Identity()
         self.emb_dropout = nn.Dropout(dropout)
-        rates = torch.linspace(0, droppath, num_layers).tolist() if num_layers > 1 else [0.0]
+        rates = torch.linspace(0, droppath, num_layers, device="cpu").tolist() if num_layers > 1 else [0.0]
         self.layers = nn.ModuleList(
             TransformerMLayer(
                 embed_dim, ffn_dim, num_heads, dropout, attention_dropout, activation_dropout,
