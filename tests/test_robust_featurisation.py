@@ -298,3 +298,13 @@ def test_3d_molfiles_keep_their_coordinates(header):
     mol = Chem.MolFromMolBlock(block)
     data = mol_to_data(mol)
     assert data.has_pos.item() and data.pos.abs().sum() > 0
+
+
+@pytest.mark.parametrize("far", [1e7, 1e19, 3e38])
+def test_absurd_coordinates_are_refused(far):
+    """Squared distances overflow fp32 from ~1e19 Å (inf distances, NaN gradients); nothing
+    physical is beyond 1e6 Å, so such records are refused while 1e4 Å is kept."""
+    mol = _with_conformer("CO", [(0, 0, 0), (far, 0, 0)])
+    with pytest.raises(MoleculeError, match="beyond"):
+        mol_to_data(mol)
+    assert mol_to_data(_with_conformer("CO", [(0, 0, 0), (1e6, 0, 0)])).has_pos.item()

@@ -18,6 +18,10 @@ from torch_geometric.data import Data
 RDLogger.DisableLog("rdApp.*")
 
 
+MAX_COORDINATE = 1e6
+"""Largest coordinate magnitude (Å) accepted; no molecule spans 100 µm."""
+
+
 class MoleculeError(ValueError):
     """A record that cannot become a graph; the message says why."""
 
@@ -96,6 +100,8 @@ def mol_to_data(
         coords = torch.tensor(conf.GetPositions(), dtype=torch.float32)
         if not torch.isfinite(coords).all():
             raise MoleculeError("coordinates contain NaN or inf")
+        if coords.abs().max() > MAX_COORDINATE:  # squared distances would overflow fp32 near 1e19
+            raise MoleculeError(f"coordinates beyond ±{MAX_COORDINATE:g} Å")
         # a conformer RDKit marks 2D (a molfile drawn in 2D, Compute2DCoords) is a depiction,
         # not a geometry: reading it as 3D would feed flat layout coordinates to the 3D channel
         if conf.Is3D():
