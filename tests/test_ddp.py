@@ -1,0 +1,49 @@
+"""Two-process DDP on CPU (gloo) through the CLI: ``--trainer.strategy=ddp --trainer.devices=2``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_ddp(tmp_path: Path, data: list[str], *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable, "-m", "tmzoo.cli.lightning", "fit",
+        "--config", str(ROOT / "experiments" / "transformer_m_small.yaml"), *data,
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}", *extra,
+    ]
+    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def check_run(result: subprocess.CompletedProcess, tmp_path: Path) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1" in output and "MEMBER: 2/2" in output
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    assert any(r.get("val/mae") for r in rows)
+    checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
+    assert checkpoint["global_step"] == 2 and checkpoint["tmzoo"]["task"] == "pretraining"
+
+
+def test_ddp_two_processes_on_tiny_data(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 2}\n")
+    check_run(run_ddp(tmp_path, ["--config", str(data)]), tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_qm9_demo(tmp_path):
+    demo = ["--config", str(ROOT / "datamodules" / "qm9_demo.yaml"), "--data.init_args.batch_size=4"]
+    check_run(run_ddp(tmp_path, demo), tmp_path)
