@@ -95,6 +95,16 @@ def test_nul_bytes_and_invalid_utf8_stay_with_their_record(ckpt, tmp_path):
     assert "cannot parse" in rows[1]["error"]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".smi", ".csv.gz"])
+def test_byte_order_mark_is_not_part_of_the_first_field(ckpt, tmp_path, suffix):
+    """Excel's "CSV UTF-8" starts with a BOM; it used to hide the 'smiles' header."""
+    text = "\ufeffsmiles,name\nCCO,ethanol\nC1CC,bad\n" if ".csv" in suffix else "\ufeffCCO ethanol\n"
+    raw = text.encode("utf-8")
+    rc, rows = infer(ckpt, tmp_path, f"bom{suffix}", gzip.compress(raw) if suffix.endswith(".gz") else raw)
+    assert rc == 0
+    assert rows[0]["smiles"] == "CCO" and rows[0]["name"] == "ethanol" and rows[0]["prediction"]
+
+
 def test_gzipped_input(ckpt, tmp_path):
     rc, rows = infer(ckpt, tmp_path, "in.smi.gz", gzip.compress(b"CCO\nC1CC\nO\n"))
     assert rc == 0 and predicted(rows) == [True, False, True]
