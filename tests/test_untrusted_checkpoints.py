@@ -616,3 +616,24 @@ def test_spec_asking_for_a_giant_model_fails_before_allocating_it(tmp_path, chan
     result = outcome.read_text()
     assert result.startswith("ValueError:"), result
     assert "has shape" in result or "more parameters than" in result or "more than the checkpoint's" in result
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"encoder.molecule_encoder.layers.0.fc1.weight": "not a tensor"},
+        {"encoder.molecule_encoder.atom_feature.atom_encoder.weight": torch.zeros(3, 4)},
+        {"encoder.molecule_encoder.unknown": torch.zeros(1)},
+    ],
+    ids=["not-a-tensor", "missing-weights", "unknown-key"],
+)
+def test_malformed_released_checkpoint_is_a_value_error(tmp_path, model):
+    source = tmp_path / "released.pt"
+    torch.save({"model": model, "args": argparse.Namespace(dropout=argparse.Namespace())}, source)
+    with pytest.raises(ValueError):
+        load_bundle(source)
+    with pytest.raises(ValueError):
+        from tmzoo.checkpoints import convert_checkpoint
+
+        convert_checkpoint(source, tmp_path / "out.ckpt")
+    assert not (tmp_path / "out.ckpt").exists()

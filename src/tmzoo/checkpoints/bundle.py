@@ -212,8 +212,15 @@ def convert_checkpoint(source: str | Path, target: str | Path) -> dict:
     checkpoint = safe_load(source)
     if not is_official(checkpoint):
         raise ValueError(f"{source} is not a released Transformer-M checkpoint")
-    spec, state = convert_official(checkpoint)
-    modules = {name: build_module(s) for name, s in spec["modules"].items()}
-    load_state_strict(modules, state)  # verify before writing
+    try:
+        spec, state = convert_official(checkpoint)
+        _check_layout(spec, state)
+        _dry_run(spec, state)
+        modules = {name: build_module(s) for name, s in spec["modules"].items()}
+        load_state_strict(modules, state)  # verify before writing
+    except ValueError:
+        raise
+    except (TypeError, KeyError, AttributeError, ImportError, IndexError, RuntimeError) as err:
+        raise ValueError(f"{source}: malformed released checkpoint ({type(err).__name__}: {err})") from err
     save_bundle(spec, {k: v.contiguous() for k, v in state.items()}, target)
     return spec
