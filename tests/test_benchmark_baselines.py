@@ -93,3 +93,16 @@ def test_naive_model_matches_tmzoo():
     loss_diff, grad_diff, grad_max = ts.parity(cfg)
     assert loss_diff < 1e-5
     assert grad_diff <= 1e-4 * max(grad_max, 1.0)
+
+
+def test_proposed_batched_paths_equal_per_molecule():
+    from fast_paths import fast_path_bond_codes_many
+
+    graphs = []
+    for smiles in SMILES + ["CCO", "CCN", "OCC"]:  # several molecules of one size
+        data = smiles_to_data(smiles)
+        graphs.append((data.edge_index.numpy(), data.edge_attr.numpy(), data.num_nodes))
+    for args, (dist, codes) in zip(graphs, fast_path_bond_codes_many(graphs)):
+        want_dist, want_codes = fast_path_bond_codes(*args)
+        np.testing.assert_array_equal(dist, want_dist)
+        np.testing.assert_array_equal(codes, want_codes)
