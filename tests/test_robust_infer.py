@@ -130,6 +130,15 @@ def test_3d_asked_for_smiles_is_a_record_error(ckpt, tmp_path, mode):
     assert "parse" in rows[1]["error"]  # the parse error wins over the mode error
 
 
+def test_conformers_for_exotic_records(ckpt, tmp_path):
+    """--conformers embeds salts, dummy atoms and superheavy elements (or reports why not)."""
+    content = b"[Og] og\n* dummy\n[Na+].[Cl-] salt\nCC(=O)[O-].[NH4+] acetate\nC1CC bad\nC methane\n"
+    rc, rows = infer(ckpt, tmp_path, "exo.smi", content, "--conformers", "--mode", "3d")
+    assert rc == 0
+    assert predicted(rows) == [True, True, True, True, False, True]
+    assert all(r["mode"] == "3d" for r in rows if r["prediction"])
+
+
 def test_csv_with_nul_and_quotes(ckpt, tmp_path):
     content = b'name,smiles\na,CCO\nb,"C\x00C"\nc,"CC(=O)O"\nd,\n'
     rc, rows = infer(ckpt, tmp_path, "in.csv", content)
