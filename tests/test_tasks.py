@@ -95,17 +95,22 @@ def test_overfit_one_batch_with_transformer_m_small(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     data = tmp_path / "data.yaml"
-    data.write_text("data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 8}\n")
+    data.write_text(
+        "data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 8, gap_offset: 6.5}\n"
+    )
     cli = run_lightning_cli([
         "fit", "--config", str(root / "experiments/transformer_m_small.yaml"), "--config", str(data),
         "--model.init_args.denoising_head=null", "--model.init_args.optimizer.init_args.lr=2e-3",
-        "--trainer.overfit_batches=1", "--trainer.max_epochs=150",
+        "--trainer.overfit_batches=1", "--trainer.max_epochs=100",
         "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}",
     ])
-    # the gap targets are ~6.5 eV and the model starts near 0 (L1 ~6.9); predicting the batch mean
-    # would leave ~0.45
-    assert float(cli.trainer.callback_metrics["train/loss"]) < 0.1
+    # gap targets centred near 0 (spread ~0.6 eV): the initial L1 is ~0.7, predicting the batch
+    # mean would leave ~0.45; memorising the 8 molecules drives it towards 0
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    mean_predictor = float((batch.y[:, 0] - batch.y[:, 0].median()).abs().mean())
+    assert mean_predictor > 0.3
+    assert float(cli.trainer.callback_metrics["train/loss"]) < 0.05
 
 
 # ---------------------------------------------------------------------------- regression

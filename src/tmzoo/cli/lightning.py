@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import warnings
 from typing import Any
 
 import lightning as L
@@ -63,6 +64,11 @@ class TmzooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self._subconfig()
+        if "weights_only" in cfg and cfg.get("weights_only") is None:
+            # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
+            # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
+            # weights_only=True everywhere (``--weights_only false`` still opts out).
+            cfg["weights_only"] = True
         wants_wandb = bool(cfg.get("wandb")) or _mentions_wandb(cfg.get("trainer", {}).get("logger"))
         if wants_wandb and not wandb_online():
             os.environ["WANDB_MODE"] = "offline"
@@ -88,6 +94,8 @@ class TmzooCLI(LightningCLI):
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> TmzooCLI:
     """Run ``fit|validate|test|predict`` with ``args`` (``sys.argv[1:]`` when ``None``)."""
+    # `tmzoo` hands its own argv over explicitly; Lightning would warn that sys.argv is set too
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return TmzooCLI(
         L.LightningModule,
         MoleculeDataModule,
