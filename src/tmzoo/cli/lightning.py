@@ -69,6 +69,11 @@ class TmzooCLI(LightningCLI):
             # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
             # weights_only=True everywhere (``--weights_only false`` still opts out).
             cfg["weights_only"] = True
+        if "weights_only" in cfg and cfg.get("weights_only") is None:
+            # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
+            # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
+            # weights_only=True everywhere (``--weights_only false`` still opts out).
+            cfg["weights_only"] = True
         wants_wandb = bool(cfg.get("wandb")) or _mentions_wandb(cfg.get("trainer", {}).get("logger"))
         if wants_wandb and not wandb_online():
             os.environ["WANDB_MODE"] = "offline"
