@@ -12,6 +12,9 @@ Loggers: a ``CSVLogger`` always (under ``trainer.default_root_dir``); ``--wandb 
 ``WandbLogger`` (project ``--wandb_project``), which runs offline (``WANDB_MODE=offline``,
 ``wandb sync`` later) unless ``WANDB_API_KEY`` is set and W&B's server can be reached, or
 ``WANDB_MODE`` says otherwise. The resolved config is saved beside the logs.
+
+``--ckpt_path`` is read with ``weights_only=True`` by default (``--weights_only false`` to
+override for a trusted foreign checkpoint).
 """
 
 from __future__ import annotations
@@ -59,16 +62,18 @@ class TmzooCLI(LightningCLI):
         parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases")
         parser.add_argument("--wandb_project", type=str, default="tmzoo", help="W&B project for --wandb")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            # tmzoo checkpoints are plain data: never unpickle code from a --ckpt_path (local or URL)
+            parser.set_defaults(weights_only=True)
+        return parser
+
     def _subconfig(self):
         return self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
         cfg = self._subconfig()
-        if "weights_only" in cfg and cfg.get("weights_only") is None:
-            # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
-            # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
-            # weights_only=True everywhere (``--weights_only false`` still opts out).
-            cfg["weights_only"] = True
         if "weights_only" in cfg and cfg.get("weights_only") is None:
             # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
             # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
