@@ -281,3 +281,19 @@ def test_bf16_mixed_training_has_no_nans(tmp_path):
     assert all(torch.isfinite(p).all() for p in task.parameters())
     assert all(math.isfinite(float(v)) for v in t.callback_metrics.values())
     assert {"train/loss", "val/mae", "val/mae_2d3d"} <= set(t.callback_metrics)
+
+
+def test_released_checkpoint_loads_into_a_fine_tuning_task():
+    from pathlib import Path
+
+    from tmzoo.tasks import read_encoder_state
+
+    released = Path(__file__).parent / "fixtures" / "parity" / "golden_shared_official_format.pt"
+    state, spec = read_encoder_state(released)
+    args = spec["modules"]["encoder"]["init_args"]
+    task = Regression(TransformerM(**args), pretrained=str(released), data_info={"target_names": ["homo", "lumo"]})
+    for key, value in state.items():
+        torch.testing.assert_close(task.encoder.state_dict()[key], value)
+    assert task.head.out_proj.out_features == 2  # a fresh head sized by the data
+    with pytest.raises(ValueError, match=r"tensor encoder\.\S+ has shape"):
+        Regression(TransformerM(**{**args, "num_kernels": args["num_kernels"] * 2}), pretrained=str(released))
