@@ -272,15 +272,24 @@ def test_gaussian_basis_stays_fp32_under_bf16_autocast():
         assert basis(dist.bfloat16(), pair_type).dtype == torch.float32
 
 
-def test_bf16_mixed_training_has_no_nans(tmp_path):
-    torch.manual_seed(0)
-    dm = TinyMolecules()
-    task = Pretraining(small_encoder(), denoising_head=DenoisingHead, data_info=describe_data(dm))
-    t = trainer(tmp_path, max_steps=6, precision="bf16-mixed")
-    t.fit(task, datamodule=dm)
-    assert all(torch.isfinite(p).all() for p in task.parameters())
-    assert all(math.isfinite(float(v)) for v in t.callback_metrics.values())
-    assert {"train/loss", "val/mae", "val/mae_2d3d"} <= set(t.callback_metrics)
+def test_bf16_mixed_training_has_no_nans_on_the_demo_data(tmp_path):
+    from pathlib import Path
+
+    from tmzoo.cli.lightning import run_lightning_cli
+
+    root = Path(__file__).resolve().parents[1]
+    cli = run_lightning_cli([
+        "fit", "--config", str(root / "experiments/transformer_m_small.yaml"),
+        "--config", str(root / "datamodules/qm9_demo.yaml"), "--trainer.precision=bf16-mixed",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=8", "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1", "--data.init_args.batch_size=8", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ])
+    assert cli.trainer.precision == "bf16-mixed"
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "train/denoise", "val/mae", "val/mae_2d3d"} <= set(metrics)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
 
 
 def test_released_checkpoint_loads_into_a_fine_tuning_task():
