@@ -40,7 +40,7 @@ class NaiveAtomFeature(nn.Module):
         self.graph_token = nn.Embedding(1, embed_dim)
 
     def forward(self, mol: DenseMolecules, use_2d: Tensor) -> Tensor:
-        offsets = torch.arange(9) * _OFFSET + 2
+        offsets = torch.arange(9, device=mol.x.device) * _OFFSET + 2
         rows = torch.where(mol.mask[..., None], mol.x + offsets, 0)
         atoms = self.atom_encoder(rows).sum(dim=-2)
         degree = torch.where(mol.mask, mol.degree + 1, 0).clamp(max=511)
@@ -67,7 +67,7 @@ class NaiveAttnBias(nn.Module):
         spd_bias = self.spatial_pos_encoder(spatial_pos).permute(0, 3, 1, 2)  # [B, H, N, N]
 
         path = mol.path.long()
-        offsets = torch.arange(path.shape[-1]) * _OFFSET + 1
+        offsets = torch.arange(path.shape[-1], device=path.device) * _OFFSET + 1
         edge_input = torch.where(path >= 2, path + offsets, path)[:, :, :, : self.multi_hop_max_dist]
         hops = edge_input.shape[3]
         spd_clamped = torch.where(mol.spd > 1, mol.spd, 1).clamp(max=self.multi_hop_max_dist)
@@ -173,7 +173,7 @@ class NaiveLayer(nn.Module):
         if self.droppath == 0.0 or not self.training:
             return x
         keep = 1.0 - self.droppath
-        mask = torch.empty(x.shape[0], 1, 1).bernoulli_(keep)
+        mask = x.new_empty(x.shape[0], 1, 1).bernoulli_(keep)
         return x * mask / keep
 
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
@@ -221,7 +221,7 @@ class NaiveTransformerM(nn.Module):
         use_3d = ((modes != Mode.ONLY_2D) & mol.has_pos).float()
 
         x = self.atom_feature(mol, use_2d)
-        graph_attn_bias = torch.zeros(b, h, n + 1, n + 1)
+        graph_attn_bias = x.new_zeros(b, h, n + 1, n + 1)
         t = self.molecule_attn_bias.graph_token_virtual_distance.weight.view(1, h, 1)
         graph_attn_bias[:, :, 1:, 0] = t
         graph_attn_bias[:, :, 0, :] = t

@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -55,12 +56,13 @@ class StepConfig:
     activation_dropout: float = 0.1
     droppath: float = 0.1
     seed: int = 0
+    bf16: bool = False  # bf16 autocast for the step (CUDA figures)
 
     def describe(self) -> str:
         return (
             f"L{self.num_layers} C{self.embed_dim} F{self.ffn_dim} H{self.num_heads} K{self.num_kernels}, "
             f"batch {self.batch_size}, attn/act dropout {self.attention_dropout}/{self.activation_dropout}, "
-            f"droppath {self.droppath}"
+            f"droppath {self.droppath}" + (", bf16 autocast" if self.bf16 else ", fp32")
         )
 
     def model_kwargs(self, regularised: bool = True) -> dict:
@@ -130,15 +132,19 @@ def build(cfg: StepConfig, variant: str, regularised: bool = True) -> Pretrainer
     torch.manual_seed(cfg.seed)
     kwargs = cfg.model_kwargs(regularised)
     ref = Pretrainer(TransformerM(**kwargs), cfg.embed_dim, cfg.num_heads, kwargs["attention_dropout"])
+    ref.bf16 = cfg.bf16
     if variant == "tmzoo":
         return ref
     naive = Pretrainer(NaiveTransformerM(**kwargs), cfg.embed_dim, cfg.num_heads, kwargs["attention_dropout"])
     naive.load_state_dict(ref.state_dict())
+    naive.bf16 = ref.bf16
     return naive
 
 
 def step(model: Pretrainer, inputs: StepInputs) -> torch.Tensor:
-    loss = model(inputs)
+    device = inputs.y.device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=getattr(model, "bf16", False)):
+        loss = model(inputs)
     loss.backward()
     return loss.detach()
 
@@ -163,7 +169,7 @@ def parity(cfg: StepConfig) -> tuple[float, float, float]:
 
 # ----------------------------------------------------------------------------- timing
 def time_steps(cfg: StepConfig, repeats: int, device: str = "cpu") -> dict:
-    """Molecules/s of both variants: rounds alternate the variants, the fastest round counts."""
+    """Molecules/s of both variants and the speedup; every round runs both, order alternating."""
     inputs = make_inputs(cfg)
     if device != "cpu":
         inputs = [_to(x, device) for x in inputs]
@@ -180,9 +186,12 @@ def time_steps(cfg: StepConfig, repeats: int, device: str = "cpu") -> dict:
             _sync(device)
             if r:
                 times[v].append(time.perf_counter() - t0)
-    # fastest round of each (as timeit does): load from other processes only ever adds time
+    # rates: median round; speedup: median of the per-round ratios (the two runs of a round
+    # are adjacent in time, so a change in load from other processes mostly cancels)
     molecules = cfg.batch_size * cfg.num_batches
-    return {v: molecules / min(t) for v, t in times.items()}
+    rates = {v: molecules / statistics.median(t) for v, t in times.items()}
+    rates["speedup"] = statistics.median(n / t for n, t in zip(times["naive"], times["tmzoo"]))
+    return rates
 
 
 def _sync(device: str) -> None:
