@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,16 @@ def run_ddp(tmp_path: Path, data: list[str], *extra: str) -> subprocess.Complete
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}", *extra,
     ]
-    return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    # own process group, so a hung rank is killed with its launcher on timeout
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"DDP run timed out:\n{(out + err)[-3000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def check_run(result: subprocess.CompletedProcess, tmp_path: Path) -> None:
