@@ -1,14 +1,12 @@
 """All-pairs shortest paths and the bond features along them, for one molecule at a time.
 
-Both functions work on whole ``[N, N]`` arrays (BFS from every atom through SciPy, or a
-vectorised Floyd–Warshall), never per-pair Python recursion.
+Both builders work on whole ``[N, N]`` arrays (a BFS from every atom at once, or a vectorised
+Floyd–Warshall), never per-pair Python recursion.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
 
 UNREACHABLE = 510
 """Distance given to pairs in different fragments (the reference's convention)."""
@@ -38,16 +36,26 @@ def _bond_codes(edge_index: np.ndarray, edge_attr: np.ndarray, n: int) -> np.nda
     return codes
 
 
-def shortest_paths(edge_index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hop distances ``[N, N]`` (UNREACHABLE across fragments) and BFS predecessors."""
-    if edge_index.shape[1] == 0:
-        dist = np.full((n, n), UNREACHABLE, dtype=np.int64)
-        np.fill_diagonal(dist, 0)
-        return dist, np.full((n, n), -9999, dtype=np.int64)
-    graph = csr_matrix((np.ones(edge_index.shape[1]), (edge_index[0], edge_index[1])), shape=(n, n))
-    dist, pred = shortest_path(graph, directed=False, unweighted=True, return_predecessors=True)
-    dist = np.where(np.isinf(dist), UNREACHABLE, dist).astype(np.int64)
-    return dist, pred.astype(np.int64)
+def shortest_paths(edge_index: np.ndarray, n: int) -> np.ndarray:
+    """Hop distances ``[N, N]`` (int16, UNREACHABLE across fragments), by BFS from every atom.
+
+    All sources advance together: ``reach @ step`` grows every ball by one bond, and the
+    distance of a pair is the number of levels before it was reached. Small dense matrix
+    products beat a sparse-graph library here: molecules have tens of atoms.
+    """
+    step = np.eye(n, dtype=np.float32)
+    step[edge_index[0], edge_index[1]] = 1.0
+    reach = step
+    unreached = n * n - np.count_nonzero(reach)
+    levels = 1.0 - np.eye(n, dtype=np.float32)
+    while unreached:
+        levels += 1.0 - reach
+        grown = np.minimum(reach @ step, 1.0)
+        left = n * n - np.count_nonzero(grown)
+        if left == unreached:
+            break
+        reach, unreached = grown, left
+    return np.where(reach > 0, levels, UNREACHABLE).astype(np.int16)
 
 
 def path_bond_codes(
@@ -55,24 +63,28 @@ def path_bond_codes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances ``[N, N]`` and bond codes ``[N, N, max_hops, F]`` along one true shortest path.
 
-    The path from i to j is walked from i: the next atom is the predecessor of the current
-    one in the BFS tree rooted at j. Codes are ``feature + 2`` on a hop, 0 past the end.
+    From atom i towards j the path steps to the lowest-numbered neighbour that is one bond
+    closer to j. Codes are ``feature + 2`` on a hop and 0 (NO_HOP) past the end of the path.
     """
-    dist, pred = shortest_paths(edge_index, n)
-    codes = _bond_codes(edge_index, edge_attr, n)
-    out = np.zeros((n, n, max_hops, edge_attr.shape[1]), dtype=np.uint8)
+    dist = shortest_paths(edge_index, n)
+    f = edge_attr.shape[1]
     if edge_index.shape[1] == 0:
-        return dist, out
-    target = np.broadcast_to(np.arange(n)[None, :], (n, n))
-    current = np.broadcast_to(np.arange(n)[:, None], (n, n)).copy()
-    reachable = dist < UNREACHABLE
-    for hop in range(max_hops):
-        active = reachable & (dist > hop)
-        nxt = np.where(active, pred[target, current], n)
-        nxt = np.where(nxt < 0, n, nxt)
-        out[:, :, hop] = np.where(active[..., None], codes[np.where(active, current, n), nxt], NO_HOP)
-        current = np.where(active, nxt, current)
-    return dist, out
+        return dist, np.zeros((n, n, max_hops, f), dtype=np.uint8)
+    codes = np.full((n * n + 1, f), NON_BOND, dtype=np.uint8)  # row i*n+j: bond i-j; last row: NO_HOP
+    codes[-1] = NO_HOP
+    codes[edge_index[0] * n + edge_index[1]] = edge_attr + 2
+    closer = (dist[None, :, :] == dist[:, None, :] - 1) & (dist == 1)[:, :, None]  # [i, u, j]
+    nxt = closer.argmax(axis=1).ravel()  # flat [i, j] -> next atom
+    hops = np.where(dist >= UNREACHABLE, 0, dist).ravel()
+    flat = np.arange(n * n)
+    target = flat % n
+    atoms = np.empty((max_hops + 1, n * n), dtype=np.int64)  # atoms[t]: t-th atom of each path
+    atoms[0] = flat // n
+    for hop in range(min(max_hops, int(hops.max()))):
+        atoms[hop + 1] = nxt.take(atoms[hop] * n + target)
+    pairs = atoms[:-1] * n + atoms[1:]
+    pairs[np.arange(max_hops)[:, None] >= hops] = n * n
+    return dist, codes.take(pairs.T, axis=0).reshape(n, n, max_hops, f)
 
 
 def floyd_warshall_via(adj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ default collation concatenates them; :func:`tmzoo.data.dense.to_dense` unflatten
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform, Compose
@@ -44,7 +45,7 @@ class AddShortestPaths(_ReprArgs):
         n = data.num_nodes
         build = reference_path_bond_codes if self.reference_compatible else path_bond_codes
         dist, codes = build(data.edge_index.numpy(), data.edge_attr.numpy(), n, self.max_hops)
-        data.pair_spd = torch.from_numpy(dist.reshape(n * n).astype("int16"))
+        data.pair_spd = torch.from_numpy(dist.reshape(n * n).astype(np.int16, copy=False))
         data.pair_path = torch.from_numpy(codes.reshape(n * n, self.max_hops, -1))
         return data
 
