@@ -6,6 +6,8 @@ Floyd–Warshall), never per-pair Python recursion.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 UNREACHABLE = 510
@@ -45,17 +47,31 @@ def shortest_paths(edge_index: np.ndarray, n: int) -> np.ndarray:
     """
     step = np.eye(n, dtype=np.float32)
     step[edge_index[0], edge_index[1]] = 1.0
-    reach = step
+    reach = step.copy()
+    reached = np.eye(n, dtype=np.float32)  # sum over levels d of "within d bonds"
     unreached = n * n - np.count_nonzero(reach)
-    levels = 1.0 - np.eye(n, dtype=np.float32)
+    depth = 1
     while unreached:
-        levels += 1.0 - reach
-        grown = np.minimum(reach @ step, 1.0)
+        reached += reach
+        depth += 1
+        grown = reach @ step
+        np.minimum(grown, 1.0, out=grown)
         left = n * n - np.count_nonzero(grown)
         if left == unreached:
             break
         reach, unreached = grown, left
+    levels = depth - reached
     return np.where(reach > 0, levels, UNREACHABLE).astype(np.int16)
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_grid(n: int, max_hops: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source and target atom of every flattened pair, and hop numbers ``[max_hops, 1]`` (read-only)."""
+    flat = np.arange(n * n)
+    grid = (flat // n, flat % n, np.arange(max_hops)[:, None])
+    for array in grid:
+        array.setflags(write=False)
+    return grid
 
 
 def path_bond_codes(
@@ -74,16 +90,15 @@ def path_bond_codes(
     codes[-1] = NO_HOP
     codes[edge_index[0] * n + edge_index[1]] = edge_attr + 2
     closer = (dist[None, :, :] == dist[:, None, :] - 1) & (dist == 1)[:, :, None]  # [i, u, j]
-    nxt = closer.argmax(axis=1).ravel()  # flat [i, j] -> next atom
+    nxt = closer.argmax(axis=1)  # [i, j] -> next atom from i towards j
     hops = np.where(dist >= UNREACHABLE, 0, dist).ravel()
-    flat = np.arange(n * n)
-    target = flat % n
+    source, target, hop_index = _pair_grid(n, max_hops)
     atoms = np.empty((max_hops + 1, n * n), dtype=np.int64)  # atoms[t]: t-th atom of each path
-    atoms[0] = flat // n
+    atoms[0] = source
     for hop in range(min(max_hops, int(hops.max()))):
-        atoms[hop + 1] = nxt.take(atoms[hop] * n + target)
+        atoms[hop + 1] = nxt[atoms[hop], target]
     pairs = atoms[:-1] * n + atoms[1:]
-    pairs[np.arange(max_hops)[:, None] >= hops] = n * n
+    pairs[hop_index >= hops] = n * n
     return dist, codes.take(pairs.T, axis=0).reshape(n, n, max_hops, f)
 
 
