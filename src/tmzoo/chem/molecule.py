@@ -80,15 +80,14 @@ def mol_to_data(
     except Exception as err:  # ogb raises on elements outside its vocabulary
         raise MoleculeError(f"atom features failed: {err}") from err
 
-    bonds = list(mol.GetBonds())
-    edge_index = np.empty((2, 2 * len(bonds)), dtype=np.int64)
-    edge_attr = np.empty((2 * len(bonds), 3), dtype=np.int64)
-    for k, bond in enumerate(bonds):
+    pairs, features = [], []
+    for bond in mol.GetBonds():
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         feats = _bond_features(bond)
-        edge_index[:, 2 * k] = (i, j)
-        edge_index[:, 2 * k + 1] = (j, i)
-        edge_attr[2 * k] = edge_attr[2 * k + 1] = feats
+        pairs += ((i, j), (j, i))
+        features += (feats, feats)
+    edge_index = np.array(pairs, dtype=np.int64).reshape(-1, 2).T.copy()
+    edge_attr = np.array(features, dtype=np.int64).reshape(-1, 3)
 
     pos = torch.zeros(n, 3)
     has_pos = False
