@@ -36,3 +36,40 @@ def test_sdf_keeps_coordinates(parity_dir):
     dm.setup("predict")
     assert len(dm.splits["predict"]) == 6 and dm.has_coordinates
     assert all(int(g.mode) == Mode.BOTH for g in dm.splits["predict"])
+
+
+def test_tmzoo_predict_writes_one_row_per_featurised_record(tmp_path, parity_dir):
+    """``tmzoo predict`` over a users' file agrees with ``tmzoo infer`` (same checkpoint)."""
+    from tmzoo.checkpoints import convert_checkpoint
+    from tmzoo.cli.infer import run_inference
+    from tmzoo.cli.lightning import run_lightning_cli
+
+    ckpt = tmp_path / "model.ckpt"
+    convert_checkpoint(parity_dir / "golden_shared_official_format.pt", ckpt)
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO\nbad((\nc1ccccc1O\n")
+    out = tmp_path / "predict.csv"
+    run_lightning_cli([
+        "predict",
+        "--model", "tmzoo.tasks.Pretraining",
+        "--model.encoder", "tmzoo.models.TransformerM",
+        "--model.encoder.num_layers", "2", "--model.encoder.embed_dim", "32", "--model.encoder.ffn_dim", "48",
+        "--model.encoder.num_heads", "4", "--model.encoder.num_kernels", "16",
+        "--model.encoder.reference_compatible", "true",
+        "--model.gap_head", "tmzoo.models.GapHead",
+        "--model.denoising_head", "tmzoo.models.DenoisingHead",
+        "--data", "tmzoo.datamodules.FilesDataModule", "--data.path", str(smi),
+        "--data.reference_compatible", "true",
+        "--ckpt_path", str(ckpt),
+        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false",
+        "--trainer.callbacks+=tmzoo.tasks.PredictionWriter", f"--trainer.callbacks.output={out}",
+    ])
+    with open(out) as handle:
+        rows = list(csv.reader(handle))
+    run_inference(ckpt, smi, tmp_path / "infer.csv", progress=False)
+    with open(tmp_path / "infer.csv") as handle:
+        inferred = {r["index"]: float(r["prediction"]) for r in csv.DictReader(handle) if r["prediction"]}
+    assert [r[0] for r in rows[1:]] == ["0", "2"]
+    for index, value in rows[1:]:
+        assert abs(float(value) - inferred[index]) < 1e-5

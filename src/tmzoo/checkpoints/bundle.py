@@ -203,8 +203,13 @@ def atomic_save(obj, path: str | Path) -> None:
 
 
 def save_bundle(spec: dict, state_dict: dict[str, Tensor], path: str | Path) -> None:
-    """Write a tmzoo checkpoint (readable with ``torch.load(weights_only=True)``)."""
-    atomic_save({"state_dict": state_dict, "tmzoo": spec}, path)
+    """Write a tmzoo checkpoint (readable with ``torch.load(weights_only=True)``).
+
+    It carries Lightning's version too, so ``tmzoo validate|test|predict --ckpt_path`` take it.
+    """
+    import lightning
+
+    atomic_save({"state_dict": state_dict, "tmzoo": spec, "pytorch-lightning_version": lightning.__version__}, path)
 
 
 def convert_checkpoint(source: str | Path, target: str | Path) -> dict:

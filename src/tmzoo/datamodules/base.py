@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.loader import DataLoader
 
+from tmzoo.data.resumable import ResumableDataLoader
 from tmzoo.data.transforms import transformer_m_transform
 
 
@@ -67,7 +68,8 @@ class MoleculeDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split (setup not run?)")
-        return DataLoader(
+        loader = ResumableDataLoader if split == "train" else DataLoader  # exact mid-epoch resume
+        return loader(
             self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,

@@ -167,8 +167,11 @@ class FeaturizedDataModule(MoleculeDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._ensure_ready()
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
-            self.save_split(trainer.log_dir)
+        if trainer is None:
+            return
+        log_dir = trainer.log_dir  # every rank: log_dir broadcasts under DDP
+        if trainer.is_global_zero and log_dir:
+            self.save_split(log_dir)
 
     def _ensure_ready(self) -> None:
         if self.positions:

@@ -6,10 +6,12 @@ from tmzoo.tasks.pretrained import load_pretrained_encoder, read_encoder_state
 from tmzoo.tasks.pretraining import Pretraining, add_coordinate_noise, denoising_loss
 from tmzoo.tasks.regression import Affinity, Regression
 from tmzoo.tasks.schedules import WarmupLinearDecay
+from tmzoo.tasks.writer import PredictionWriter
 
 __all__ = [
     "Affinity",
     "MoleculeTask",
+    "PredictionWriter",
     "Pretraining",
     "Regression",
     "WarmupLinearDecay",

@@ -74,6 +74,8 @@ class MoleculeTask(L.LightningModule):
         """Encoder output; ``mode`` forces one mode for every molecule (training draws them)."""
         if mode is None and not self.training:
             mode = self.eval_mode
+        if mode is None and not self.training and "mode" in batch:  # per-record modes (users' files)
+            return self.encoder(batch, batch.mode.view(-1))
         if mode is None:
             return self.encoder(batch)
         modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=batch.x.device)
