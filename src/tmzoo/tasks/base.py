@@ -98,7 +98,7 @@ class MoleculeTask(L.LightningModule):
         return target_names(self.data_info)
 
     def tmzoo_spec(self) -> dict:
-        """The ``tmzoo`` checkpoint entry (DEVNOTES "Checkpoints"): how to rebuild and featurise."""
+        """The ``tmzoo`` checkpoint entry (ARCHITECTURE.md, "Checkpoints"): how to rebuild and featurise."""
         modules = {n: module_spec(getattr(self, n)) for n in MODULE_NAMES if getattr(self, n, None) is not None}
         return {
             "format": 1,
