@@ -22,12 +22,8 @@ TRANSFORM = transformer_m_transform()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on a shared 2-core machine thread hand-offs cost more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny tensors: one intra-op thread (see conftest)."""
 
 
 def with_coordinates(smiles: str, positions):

@@ -23,11 +23,8 @@ from tmzoo.models import GapHead, TransformerM
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny tensors: one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
