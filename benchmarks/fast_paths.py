@@ -1,19 +1,9 @@
-"""Proposed faster drop-in for ``tmzoo.chem.paths.path_bond_codes`` (not used by tmzoo yet).
+"""Path features for many molecules at once (a proposal measured by ``run.py``).
 
-``path_bond_codes`` spends most of its ~0.3 ms per molecule in SciPy's per-call overhead
-(building a CSR matrix and validating it) for graphs of ~15 atoms. This version stays in
-numpy on the dense ``[N, N]`` adjacency:
-
-* distances by level-synchronous BFS from all atoms at once (one boolean matmul per level);
-* the next atom on the path from i towards j is the *lowest-numbered* neighbour u of i with
-  ``dist[u, j] == dist[i, j] - 1`` (a documented tie-break; SciPy's choice among equal paths
-  depends on whether its 'auto' method picked Floyd–Warshall or Dijkstra, and on heap order);
-* the first ``max_hops + 1`` atoms of every path are gathered with ``max_hops`` fancy-index
-  steps, and the bond codes with one gather.
-
-Distances equal ``path_bond_codes``'s exactly; the codes are equal wherever the shortest path
-is unique, and otherwise describe another, equally short, path (every hop is a real bond and
-the hop count is the distance). ``tests/test_benchmark_baselines.py`` checks both.
+``fast_path_bond_codes`` is the per-molecule algorithm that ``tmzoo.chem.paths.path_bond_codes``
+now uses (kept here as the reference for the batched version); ``fast_path_bond_codes_many``
+groups molecules by atom count and processes each group as ``[M, N, N]`` stacks, so every
+numpy call serves M molecules. tmzoo's datamodules still featurise record by record.
 """
 
 from __future__ import annotations
