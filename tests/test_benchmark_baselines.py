@@ -64,9 +64,8 @@ def test_proposed_fast_paths_are_shortest_paths(smiles):
     assert fast_codes.dtype == codes.dtype and fast_codes.shape == codes.shape
     hops = (fast_codes[..., 0] > 0).sum(-1)
     np.testing.assert_array_equal(hops, np.where(dist < 510, np.minimum(dist, 5), 0))
-    # where there is one shortest path (a tree, e.g. no rings), both must pick it
-    if Chem.MolFromSmiles(smiles).GetRingInfo().NumRings() == 0:
-        np.testing.assert_array_equal(fast_codes, codes)
+    # tmzoo runs the same algorithm (same tie-break among equally short paths)
+    np.testing.assert_array_equal(fast_codes, codes)
 
 
 def test_reference_pipeline_features_match_tmzoo():
