@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmzoo.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="demo-output", help="folder for the checkpoint, plot and predictions")
     parser.add_argument("--minutes", type=float, default=3.5, help="training wall-clock budget")
-    parser.add_argument("--max-epochs", type=int, default=40)
+    parser.add_argument("--max-epochs", type=int, default=100)
     args = parser.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
