@@ -77,3 +77,18 @@ def test_resumable_loader_skips_consumed_batches():
     second_epoch = [b.tolist() for b in restored]
     assert second_epoch != first and sorted(sum(second_epoch, [])) == data  # reshuffled, complete
     assert restored.state_dict() == {"seed": 3, "epoch": 2, "consumed": 0}  # end of epoch 1
+
+
+def test_loader_survives_lightning_adding_a_distributed_sampler():
+    """DDP: Lightning re-creates the train loader with a ``DistributedSampler`` (and a generator)."""
+    from lightning.fabric.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from tmzoo.chem.molecule import smiles_to_data
+
+    data = [smiles_to_data(s) for s in ("C", "CC", "CCC", "CCCC")]
+    loader = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=1)
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=False)
+    rebuilt = _update_dataloader(loader, sampler)
+    assert isinstance(rebuilt, ResumableDataLoader)
+    assert sum(batch.num_graphs for batch in rebuilt) == 2

@@ -306,3 +306,20 @@ def test_released_checkpoint_loads_into_a_fine_tuning_task():
     assert task.head.out_proj.out_features == 2  # a fresh head sized by the data
     with pytest.raises(ValueError, match=r"tensor encoder\.\S+ has shape"):
         Regression(TransformerM(**{**args, "num_kernels": args["num_kernels"] * 2}), pretrained=str(released))
+
+
+def test_regression_statistics_come_from_the_checkpoint():
+    """Predicting a users' file (no statistics) with a fine-tuned checkpoint keeps its train mean/std."""
+    from tmzoo.models import TransformerM
+    from tmzoo.tasks import Regression
+
+    def small():
+        return TransformerM(num_layers=1, embed_dim=16, ffn_dim=16, num_heads=2, num_kernels=4)
+
+    trained = Regression(small(), data_info={"target_names": ["gap"], "target_mean": [5.0], "target_std": [2.0]})
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    fresh = Regression(small(), data_info={"target_names": ["y"], "target_mean": [0.0], "target_std": [1.0]})
+    fresh.load_state_dict(checkpoint["state_dict"])
+    fresh.on_load_checkpoint(checkpoint)
+    assert fresh.target_mean.tolist() == [5.0] and fresh.target_std.tolist() == [2.0]

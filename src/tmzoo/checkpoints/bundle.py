@@ -86,11 +86,18 @@ class ModelBundle(nn.Module):
         return self.heads["gap_head"](out)
 
 
-def _spec_and_state(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
+def spec_and_state(checkpoint: dict, require_spec: bool = True) -> tuple[dict, dict[str, Tensor]]:
+    """``(spec, prefixed state_dict)`` of a released file or a tmzoo/Lightning checkpoint dict.
+
+    ``require_spec=False`` also accepts a Lightning checkpoint without a ``tmzoo`` entry (spec ``{}``).
+    """
     if is_official(checkpoint):
         return convert_official(checkpoint)
-    if isinstance(checkpoint, dict) and "tmzoo" in checkpoint and "state_dict" in checkpoint:
-        return checkpoint["tmzoo"], checkpoint["state_dict"]
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        if "tmzoo" in checkpoint:
+            return checkpoint["tmzoo"], checkpoint["state_dict"]
+        if not require_spec:
+            return {}, checkpoint["state_dict"]
     raise ValueError("not a tmzoo checkpoint nor a released Transformer-M checkpoint")
 
 
@@ -175,7 +182,7 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
     """
     checkpoint = safe_load(path, map_location=map_location)
     try:
-        spec, state = _spec_and_state(checkpoint)
+        spec, state = spec_and_state(checkpoint)
         _check_layout(spec, state)
         _dry_run(spec, state)
         modules = {name: build_module(s) for name, s in spec["modules"].items()}

@@ -22,6 +22,7 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, seed: int | None = None, **kwargs):
+        kwargs.pop("generator", None)  # ours drives the shuffle (Lightning passes one when it adds a sampler)
         self._order = torch.Generator()
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, generator=self._order, **kwargs)
         self.seed = int(torch.initial_seed() if seed is None else seed) % (2**63)

@@ -353,7 +353,10 @@ def load_or_build(
     verify: str = "auto",
     **build_options,
 ) -> FeatureCache:
-    """Loads the cache in ``folder``, building it from ``jobs()`` when it is not valid."""
+    """Loads the cache in ``folder``, building it from ``jobs()`` when it is not valid.
+
+    ``total`` (for the progress bar) may be a callable, then only called when building.
+    """
     folder = Path(folder)
     with folder_lock(folder):
         cache = load_cache(folder, verify=verify)
@@ -361,6 +364,8 @@ def load_or_build(
             return cache
         for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds
             shutil.rmtree(stale, ignore_errors=True)
+        if callable(build_options.get("total")):
+            build_options["total"] = build_options["total"]()
         return build_cache(folder, jobs(), featurize, **build_options)
 
 

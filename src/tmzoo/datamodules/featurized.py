@@ -146,7 +146,7 @@ class FeaturizedDataModule(MoleculeDataModule):
                 self.jobs,
                 self.featurizer(),
                 verify=self.verify_cache,
-                total=self.job_count(),
+                total=self.job_count,  # counted only when the cache is built
                 num_proc=self.num_proc,
                 description=f"featurising {self.cache_name}",
                 failures_file=self.failures_file,

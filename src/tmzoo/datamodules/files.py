@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 from tmzoo.chem.molecule import MoleculeError
 from tmzoo.datamodules.base import MoleculeDataModule
 from tmzoo.io.featurize import featurize_record
-from tmzoo.io.records import read_records
+from tmzoo.io.records import file_kind, read_records
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class FilesDataModule(MoleculeDataModule):
 
     @property
     def has_coordinates(self) -> bool:
-        return self.mode != "2d" and (self.conformers or self.path.suffix.lower() in (".sdf", ".gz"))
+        return self.mode != "2d" and (self.conformers or file_kind(self.path) == ".sdf")
 
     def setup(self, stage: str | None = None) -> None:
         if "predict" in self.splits:
@@ -61,9 +62,11 @@ class FilesDataModule(MoleculeDataModule):
                 graphs.append(featurize_record(record, transform, self.mode, True, self.max_atoms, self.conformers, self.seed))
             except MoleculeError as err:
                 self.failures.append((record.index, record.name, str(err)))
+            except Exception as err:  # an unexpected failure stays with its record
+                self.failures.append((record.index, record.name, f"featurisation failed: {type(err).__name__}: {err}"))
         self.splits = {"predict": graphs, "test": graphs}
+        self._write_failures()  # always, so a stale list from an earlier run never survives
         if self.failures:
-            self._write_failures()
             log.warning(
                 "%d of %d records of %s cannot be featurised; listed in %s",
                 len(self.failures), len(graphs) + len(self.failures), self.path, self.failures_csv,
@@ -71,7 +74,9 @@ class FilesDataModule(MoleculeDataModule):
 
     def _write_failures(self) -> None:
         self.failures_csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.failures_csv, "w", newline="") as handle:
+        partial = self.failures_csv.with_name(self.failures_csv.name + ".partial")
+        with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "name", "error"])
             writer.writerows(self.failures)
+        os.replace(partial, self.failures_csv)

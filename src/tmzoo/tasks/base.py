@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Literal, Sequence
 
 import lightning as L
@@ -72,10 +74,10 @@ class MoleculeTask(L.LightningModule):
 
     def encode(self, batch, mode: Mode | None = None) -> EncoderOutput:
         """Encoder output; ``mode`` forces one mode for every molecule (training draws them)."""
-        if mode is None and not self.training:
-            mode = self.eval_mode
         if mode is None and not self.training and "mode" in batch:  # per-record modes (users' files)
             return self.encoder(batch, batch.mode.view(-1))
+        if mode is None and not self.training:
+            mode = self.eval_mode
         if mode is None:
             return self.encoder(batch)
         modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=batch.x.device)
@@ -89,7 +91,13 @@ class MoleculeTask(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         if hasattr(scheduler, "total_steps") and scheduler.total_steps is None and self._trainer is not None:
-            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ValueError(
+                    "the learning-rate schedule needs a run length: set trainer.max_steps or "
+                    "trainer.max_epochs, or lr_scheduler.init_args.total_steps"
+                )
+            scheduler.total_steps = int(total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------- checkpoint

@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from tmzoo.checkpoints import safe_load
-from tmzoo.checkpoints.official import convert_official, is_official
+from tmzoo.checkpoints.bundle import load_state_strict, spec_and_state
 
 ENCODER_PREFIX = "encoder."
 
@@ -17,13 +17,10 @@ def read_encoder_state(path: str | Path) -> tuple[dict[str, Tensor], dict]:
 
     ``spec`` is the checkpoint's ``tmzoo`` entry (empty for a bare Lightning checkpoint).
     """
-    checkpoint = safe_load(path)
-    if is_official(checkpoint):
-        spec, state = convert_official(checkpoint)
-    elif isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        spec, state = checkpoint.get("tmzoo") or {}, checkpoint["state_dict"]
-    else:
-        raise ValueError(f"{path} is neither a tmzoo/Lightning checkpoint nor a released Transformer-M file")
+    try:
+        spec, state = spec_and_state(safe_load(path), require_spec=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     encoder = {k[len(ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     if not encoder:
         raise ValueError(f"{path} holds no encoder weights (no keys starting with {ENCODER_PREFIX!r})")
@@ -37,21 +34,11 @@ def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> dict:
     tensor raises ``ValueError`` naming it.
     """
     state, spec = read_encoder_state(path)
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
+    try:
+        load_state_strict({"encoder": encoder}, {ENCODER_PREFIX + k: v for k, v in state.items()})
+    except ValueError as err:
         raise ValueError(
-            f"pretrained encoder in {path} does not match the model: "
-            f"missing {[ENCODER_PREFIX + k for k in missing[:8]]}, "
-            f"unexpected {[ENCODER_PREFIX + k for k in unexpected[:8]]}"
-        )
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"tensor {ENCODER_PREFIX}{key} has shape {tuple(value.shape)} in {path} but "
-                f"{tuple(expected[key].shape)} in the model; the experiment's encoder arguments "
-                "must match the pretrained model"
-            )
-    encoder.load_state_dict(state)
+            f"pretrained encoder in {path}: {err}; the experiment's encoder arguments must match "
+            "the pretrained model"
+        ) from None
     return spec

@@ -140,6 +140,16 @@ class Regression(MoleculeTask):
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self(batch)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Train statistics come from the checkpoint, not from the data at hand (e.g. a users' file)."""
+        super().on_load_checkpoint(checkpoint)
+        spec = checkpoint.get("tmzoo") or {}
+        for name in ("target_mean", "target_std"):
+            if spec.get(name) is not None:
+                value = torch.tensor(spec[name], dtype=torch.float32).view(-1)
+                if value.numel() == getattr(self, name).numel():
+                    getattr(self, name).copy_(value)
+
     def tmzoo_spec(self) -> dict:
         spec = super().tmzoo_spec()
         spec["target_mean"] = self.target_mean.tolist()

@@ -19,9 +19,11 @@ from tmzoo.data.resumable import ResumableDataLoader  # noqa: F401  (re-exported
 
 
 def rng_states() -> dict:
-    """Global RNG states (torch CPU, numpy, python) as checkpoint-friendly data."""
+    """Global RNG states (torch CPU and CUDA, numpy, python) as checkpoint-friendly data."""
     np_state = np.random.get_state()
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
     return {
+        **cuda,
         "torch": torch.get_rng_state(),
         "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
         "python": repr(random.getstate()),
@@ -32,6 +34,8 @@ def set_rng_states(states: dict) -> None:
     """Restore what :func:`rng_states` saved (entries that are missing are skipped)."""
     if "torch" in states:
         torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
     if "numpy" in states:
         key = states["numpy"]["key"].numpy().astype(np.uint32)
         np.random.set_state(("MT19937", key, int(states["numpy"]["pos"]), 0, 0.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import torch
@@ -13,8 +14,9 @@ class PredictionWriter(BasePredictionWriter):
     """``--trainer.callbacks+=tmzoo.tasks.PredictionWriter --trainer.callbacks.output=preds.csv``.
 
     Columns: ``index`` (the record's position in the input, ``data.idx``) and one column per
-    target of the task. Records the datamodule could not featurise are not here: they are
-    listed, with the reason, by the datamodule (e.g. ``FilesDataModule.failures_csv``).
+    target of the task, sorted by ``index``. Records the datamodule could not featurise are not
+    here: they are listed, with the reason, by the datamodule (``FilesDataModule.failures_csv``).
+    With several processes each rank writes its own shard, ``<output stem>.rank<k><suffix>``.
     """
 
     def __init__(self, output: str = "predictions.csv"):
@@ -31,9 +33,15 @@ class PredictionWriter(BasePredictionWriter):
         width = len(self.rows[0]) - 1 if self.rows else 1
         names = list(getattr(pl_module, "target_names", None) or [])
         header = names if len(names) == width else [f"prediction_{k}" for k in range(width)]
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.output, "w", newline="") as handle:
+        output = self.output
+        if trainer.world_size > 1:
+            output = output.with_name(f"{output.stem}.rank{trainer.global_rank}{output.suffix}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(output.name + ".partial")
+        rows = sorted(self.rows, key=lambda row: (row[0] is None, row[0] or 0))
+        with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", *header])
-            writer.writerows([[i, *(f"{v:.9g}" for v in vs)] for i, *vs in self.rows])
+            writer.writerows([[i, *(f"{v:.9g}" for v in vs)] for i, *vs in rows])
+        os.replace(partial, output)
         self.rows = []
