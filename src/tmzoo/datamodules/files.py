@@ -65,7 +65,8 @@ class FilesDataModule(MoleculeDataModule):
             except Exception as err:  # an unexpected failure stays with its record
                 self.failures.append((record.index, record.name, f"featurisation failed: {type(err).__name__}: {err}"))
         self.splits = {"predict": graphs, "test": graphs}
-        self._write_failures()  # always, so a stale list from an earlier run never survives
+        if self.failures or self.failures_csv.exists():  # a stale list from an earlier run is replaced
+            self._write_failures()
         if self.failures:
             log.warning(
                 "%d of %d records of %s cannot be featurised; listed in %s",
@@ -73,7 +74,13 @@ class FilesDataModule(MoleculeDataModule):
             )
 
     def _write_failures(self) -> None:
-        self.failures_csv.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.failures_csv.parent.mkdir(parents=True, exist_ok=True)
+            self._write_failures_file()
+        except OSError as err:
+            log.warning("cannot write %s (%s); the records that failed: %s", self.failures_csv, err, self.failures)
+
+    def _write_failures_file(self) -> None:
         partial = self.failures_csv.with_name(self.failures_csv.name + ".partial")
         with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
