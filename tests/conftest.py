@@ -51,3 +51,21 @@ def embedded(smiles: str, seed: int = 0) -> Chem.Mol:
 def featurize(mols, reference_compatible: bool = False, use_coordinates: bool = True) -> Batch:
     transform = transformer_m_transform(reference_compatible=reference_compatible)
     return Batch.from_data_list([transform(mol_to_data(m, use_coordinates=use_coordinates)) for m in mols])
+
+
+def tiny_pretraining_bundle() -> tuple[dict, dict]:
+    """``(spec, state_dict)`` of a one-layer Transformer-M with a gap head (random weights)."""
+    from tmzoo.checkpoints.bundle import module_spec
+    from tmzoo.models import GapHead, TransformerM
+
+    encoder = TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4)
+    head = GapHead(8)
+    spec = {
+        "format": 1,
+        "task": "pretraining",
+        "modules": {"encoder": module_spec(encoder), "gap_head": module_spec(head)},
+        "featurization": {"max_hops": 5, "reference_compatible": False},
+    }
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state.update({f"gap_head.{k}": v for k, v in head.state_dict().items()})
+    return spec, state

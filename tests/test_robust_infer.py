@@ -16,10 +16,9 @@ import os
 import pytest
 import torch
 
+from conftest import tiny_pretraining_bundle
 from tmzoo.checkpoints import save_bundle
-from tmzoo.checkpoints.bundle import module_spec
 from tmzoo.cli.main import main
-from tmzoo.models import GapHead, TransformerM
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,16 +29,7 @@ def _one_thread(one_thread):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    encoder = TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4)
-    head = GapHead(8)
-    spec = {
-        "format": 1,
-        "task": "pretraining",
-        "modules": {"encoder": module_spec(encoder), "gap_head": module_spec(head)},
-        "featurization": {"max_hops": 5, "reference_compatible": False},
-    }
-    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    state.update({f"gap_head.{k}": v for k, v in head.state_dict().items()})
+    spec, state = tiny_pretraining_bundle()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
     save_bundle(spec, state, path)
     return str(path)

@@ -26,9 +26,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_pretraining_bundle
 from tmzoo.checkpoints import UnsafeCheckpointError, load_bundle, safe_load, save_bundle
-from tmzoo.checkpoints.bundle import module_spec
-from tmzoo.models import GapHead, TransformerM
 
 
 # ------------------------------------------------------------------ helpers
@@ -184,16 +183,7 @@ def test_raw_pickle_file_is_refused(tmp_path, marker):
 
 
 def test_nested_payload_inside_valid_tmzoo_checkpoint(tmp_path, marker):
-    encoder = TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4)
-    head = GapHead(8)
-    spec = {
-        "format": 1,
-        "task": "pretraining",
-        "modules": {"encoder": module_spec(encoder), "gap_head": module_spec(head)},
-        "featurization": {"max_hops": 5, "reference_compatible": False},
-    }
-    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    state.update({f"gap_head.{k}": v for k, v in head.state_dict().items()})
+    spec, state = tiny_pretraining_bundle()
     good = tmp_path / "good.pt"
     save_bundle(spec, state, good)
     assert load_bundle(good).target_names == ["homolumogap"]
@@ -445,17 +435,7 @@ def test_legitimate_objects_still_load(tmp_path, monkeypatch, zip_format):
 
 # ------------------------------------------------------------ tmzoo specs
 def _tiny_spec_and_state():
-    encoder = TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4)
-    head = GapHead(8)
-    spec = {
-        "format": 1,
-        "task": "pretraining",
-        "modules": {"encoder": module_spec(encoder), "gap_head": module_spec(head)},
-        "featurization": {"max_hops": 5, "reference_compatible": False},
-    }
-    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    state.update({f"gap_head.{k}": v for k, v in head.state_dict().items()})
-    return spec, state
+    return tiny_pretraining_bundle()
 
 
 @pytest.mark.parametrize(

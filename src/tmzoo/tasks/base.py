@@ -83,6 +83,20 @@ class MoleculeTask(L.LightningModule):
         modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=batch.x.device)
         return self.encoder(batch, modes)
 
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch, stage: str) -> None:
+        """Update and log the ``stage`` ("val"/"test") metrics for one batch."""
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        return self(batch)
+
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -140,11 +140,3 @@ class Pretraining(MoleculeTask):
             metric.update(pred_3d[with_pos], y[with_pos])
             self.log(f"{stage}/mae_2d3d", metric, batch_size=n_pos)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        return self(batch)

@@ -131,14 +131,6 @@ class Regression(MoleculeTask):
                 metric.update(pred_r[k, i], y_r[k, i])
                 self.log(f"{stage}/mae_{name}", metric, batch_size=int(k.sum()))
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        return self(batch)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Train statistics come from the checkpoint, not from the data at hand (e.g. a users' file)."""
