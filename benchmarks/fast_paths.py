@@ -1,65 +1,21 @@
 """Path features for many molecules at once (a proposal measured by ``run.py``).
 
-``fast_path_bond_codes`` is the per-molecule algorithm that ``tmzoo.chem.paths.path_bond_codes``
-now uses (kept here as the reference for the batched version); ``fast_path_bond_codes_many``
-groups molecules by atom count and processes each group as ``[M, N, N]`` stacks, so every
-numpy call serves M molecules. tmzoo's datamodules still featurise record by record.
+``fast_path_bond_codes_many`` runs the algorithm of ``tmzoo.chem.paths.path_bond_codes`` on
+molecules grouped by atom count, each group as ``[M, N, N]`` stacks, so every numpy call
+serves M molecules. tmzoo's datamodules still featurise record by record.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tmzoo.chem.paths import UNREACHABLE, _bond_codes
-
-
-def fast_path_bond_codes(
-    edge_index: np.ndarray, edge_attr: np.ndarray, n: int, max_hops: int = 5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distances ``[N, N]`` (int64, 510 across fragments) and codes ``[N, N, max_hops, F]``."""
-    adj = np.zeros((n, n), dtype=bool)
-    adj[edge_index[0], edge_index[1]] = True
-    # BFS from every atom at once: walks[d] > 0 where j is within d bonds of i
-    step = adj.astype(np.float64)
-    step[np.diag_indices(n)] = 1.0
-    walks = [np.eye(n)]
-    seen = n
-    for _ in range(1, n):
-        grown = np.minimum(walks[-1] @ step, 1.0)
-        count = np.count_nonzero(grown)
-        if count == seen:
-            break
-        walks.append(grown)
-        seen = count
-    levels = np.stack(walks)  # [L, N, N]
-    reachable = walks[-1] > 0
-    dist = np.where(reachable, (levels > 0).argmax(axis=0), UNREACHABLE).astype(np.int64)
-    out_shape = (n, n, max_hops, edge_attr.shape[1])
-    if edge_index.shape[1] == 0:
-        return dist, np.zeros(out_shape, dtype=np.uint8)
-    # nxt[i, j]: the lowest neighbour u of i one bond closer to j (meaningless where i == j)
-    closer = dist[None, :, :] == (dist - 1)[:, None, :]  # [i, u, j]
-    closer &= adj[:, :, None]
-    nxt = closer.argmax(axis=1).ravel()
-    # atoms 0..max_hops of every path, as flat indices into nxt
-    cols = np.arange(n)
-    seq = np.empty((max_hops + 1, n, n), dtype=np.int64)
-    seq[0] = cols[:, None]
-    for hop in range(max_hops):
-        seq[hop + 1] = nxt.take(seq[hop] * n + cols)
-    # hop t exists when t < dist; other hops read the sentinel row (NO_HOP)
-    sentinel = n * (n + 1) + n
-    pair = seq[:-1] * (n + 1) + seq[1:]
-    live = np.arange(max_hops)[:, None, None] < np.where(reachable, dist, 0)[None]
-    pair = np.where(live, pair, sentinel).transpose(1, 2, 0)  # [N, N, hops]
-    codes = _bond_codes(edge_index, edge_attr, n).reshape((n + 1) * (n + 1), -1)
-    return dist, codes.take(pair, axis=0)
+from tmzoo.chem.paths import UNREACHABLE
 
 
 def fast_path_bond_codes_many(
     graphs: list[tuple[np.ndarray, np.ndarray, int]], max_hops: int = 5
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`fast_path_bond_codes` for many molecules at once (same results, same order).
+    """:func:`tmzoo.chem.paths.path_bond_codes` for many molecules at once (same results, same order).
 
     Molecules are grouped by atom count, and each group is processed as one stack
     ``[M, N, N]``: every numpy call then serves M molecules, which removes the per-call
@@ -124,4 +80,4 @@ def _same_size(graphs, members, n, max_hops):
     return [(dist[i], hop_codes[i]) for i in range(m)]
 
 
-__all__ = ["fast_path_bond_codes", "fast_path_bond_codes_many"]
+__all__ = ["fast_path_bond_codes_many"]
