@@ -5,7 +5,7 @@ STAMP := $(VENV)/.tmzoo-installed
 
 .PHONY: setup demo test test-slow test-all bench bench-quick clean
 
-$(STAMP): setup.cfg pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
 setup: $(STAMP)

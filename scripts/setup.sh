@@ -10,6 +10,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[all]"
 touch .venv/.tmzoo-installed
 echo "tmzoo installed in .venv ($(.venv/bin/python -c 'import torch, torch_geometric, lightning; print(f"torch {torch.__version__}, PyG {torch_geometric.__version__}, Lightning {lightning.__version__}")'))"

@@ -43,7 +43,8 @@ def test_print_config_is_complete(tiny, capsys):
 
 def test_fit_links_data_info_saves_config_and_csv_logs(tiny, tmp_path):
     regression = ["--model=tmzoo.tasks.Regression", "--model.init_args.loss=l1"]
-    args = ["fit", "--config", SMALL, "--config", tiny, *regression, *quick(tmp_path)]
+    monitor = ["--trainer.callbacks.monitor=val/mae_standardised"]  # the pretraining YAML monitors val/mae
+    args = ["fit", "--config", SMALL, "--config", tiny, *regression, *monitor, *quick(tmp_path)]
     cli = run_lightning_cli(args)
     assert type(cli.model).__name__ == "Regression" and cli.model.head.out_proj.out_features == 2
     assert cli.model.data_info["target_names"] == ["gap", "logp"]
@@ -53,15 +54,19 @@ def test_fit_links_data_info_saves_config_and_csv_logs(tiny, tmp_path):
     saved = yaml.safe_load(open(log_dir / "config.yaml"))
     assert saved["model"]["class_path"] == "tmzoo.tasks.Regression"
     metrics = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"val/mae", "val/mae_gap", "val/mae_logp", "train/loss"} <= set(metrics)
+    assert {"val/mae_standardised", "val/mae_gap_meV", "val/mae_logp", "train/loss"} <= set(metrics)
 
     ckpt = next((log_dir / "checkpoints").glob("*.ckpt"))
     checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["tmzoo"]["targets"] == ["gap", "logp"]
     assert checkpoint["hyper_parameters"]["data_info"]["target_units"] == ["eV", ""]
-    test = run_lightning_cli(["test", "--config", SMALL, "--config", tiny, *regression, f"--ckpt_path={ckpt}",
+    from tmzoo.tasks import Regression
+
+    rebuilt = Regression.load_from_checkpoint(ckpt)  # plain hyper-parameters, however the run started
+    assert rebuilt.target_names == ["gap", "logp"] and rebuilt.encoder.config["num_layers"] == 4
+    test = run_lightning_cli(["test", "--config", SMALL, "--config", tiny, *regression, *monitor, f"--ckpt_path={ckpt}",
                               f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
-    assert "test/mae_gap" in test.trainer.callback_metrics
+    assert "test/mae_gap_meV" in test.trainer.callback_metrics
 
 
 def test_rerun_into_the_same_log_dir_overwrites_config(tiny, tmp_path):

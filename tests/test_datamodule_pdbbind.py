@@ -99,10 +99,10 @@ def test_unreadable_complexes_listed_and_skipped(tmp_path, caplog):
     dm = make(tmp_path, root=root)
     dm.setup("fit")
     cache = dm.load()
-    reasons = {f.name: f.reason for f in cache.failures}
+    reasons = {f.name: f.error for f in cache.failures}
     assert sorted(reasons) == ["5abc", "9zzz"]
     assert "no folder" in reasons["9zzz"] and "ligand" in reasons["5abc"]
-    listed = (cache.folder / "skipped.csv").read_text()
+    listed = (cache.folder / "failures.csv").read_text()
     assert "9zzz" in listed and "5abc" in listed
     assert len(cache) == 3 and "2 PDBBind complexes skipped" in caplog.text
 
@@ -112,3 +112,91 @@ def test_missing_index_named(tmp_path):
     shutil.copy(ROOT / "INDEX_refined_data.2016", tmp_path / "index")  # found under index/
     with pytest.raises(FileNotFoundError, match="INDEX_core_data.2016 is neither"):
         make(tmp_path, root=tmp_path)
+
+
+@pytest.mark.slow
+def test_split_items_equal_those_of_the_cached_pairs_path(tmp_path):
+    """Compact molecules + transform on access = the graphs of caching the pair features."""
+    new, old = make(tmp_path), make(tmp_path, cache_pairs=True)
+    new.setup("fit"), old.setup("fit")
+    for split in ("train", "test"):
+        for a, b in zip(new.splits[split], old.splits[split]):
+            assert sorted(a.keys()) == sorted(b.keys()) and a.name == b.name
+            for key in a.keys():
+                if isinstance(a[key], torch.Tensor):
+                    assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+                else:
+                    assert a[key] == b[key], key
+    assert new.splits["test"].num_nodes_per_item.tolist() == [d.num_nodes for d in new.splits["test"]]
+
+
+def index_only_root(tmp_path) -> Path:
+    root = tmp_path / "pdbbind"
+    root.mkdir()
+    for name in ("INDEX_refined_data.2016", "INDEX_core_data.2016"):
+        shutil.copy(ROOT / name, root / name)
+    return root
+
+
+def test_a_root_without_complex_folders_says_so(tmp_path):
+    root = index_only_root(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no complex folders under .*pdbbind"):
+        make(tmp_path, root=root).load()
+    assert not list((tmp_path / "cache").glob("tmzoo-*"))
+
+
+def test_complexes_that_all_fail_are_an_error_not_an_empty_cache(tmp_path):
+    from tmzoo.datamodules.cache import EmptyCacheError
+
+    root = index_only_root(tmp_path)
+    for code in ("184l", "1h22", "2r9w"):
+        (root / code).mkdir()  # folders without files
+    with pytest.raises(EmptyCacheError, match="none of the 3 records"):
+        make(tmp_path, root=root).load()
+    assert not list((tmp_path / "cache").glob("tmzoo-*"))
+
+
+def renamed_complex(source: Path, folder: Path, code: str) -> None:
+    folder.mkdir(parents=True)
+    for path in source.iterdir():
+        shutil.copy(path, folder / path.name.replace(source.name, code))
+
+
+def test_general_set_in_the_release_layout(tmp_path):
+    root = tmp_path / "pdbbind"
+    (root / "index").mkdir(parents=True)
+    for code in ("184l", "1h22", "2r9w"):
+        shutil.copytree(ROOT / code, root / "refined-set" / code)
+    renamed_complex(ROOT / "184l", root / "general-set-except-refined" / "9gen", "9gen")
+    for name in ("INDEX_refined_data.2016", "INDEX_core_data.2016"):
+        shutil.copy(ROOT / name, root / "index" / name)
+    (root / "index" / "INDEX_general_PL_data.2016").write_text(
+        "# general set\n9gen  2.00  2000  5.50  Kd=3uM  // ref (LIG)\n"
+        + (ROOT / "INDEX_refined_data.2016").read_text())
+    refined = make(tmp_path / "a", root=root)
+    refined.setup("fit")
+    assert sorted(d.name for d in refined.splits["train"]) == ["184l"]
+    general = make(tmp_path / "b", root=root, general_index="INDEX_general_PL_data.2016", val_fraction=0.0)
+    general.setup("fit")
+    assert not general.load().failures
+    assert sorted(d.name for d in general.splits["train"]) == ["184l", "9gen"]
+    assert sorted(d.name for d in general.splits["test"]) == ["1h22", "2r9w"]
+    assert [d.y.item() for d in general.splits["train"] if d.name == "9gen"] == [5.5]
+
+
+def test_labels_csv_instead_of_the_index_files(tmp_path):
+    root = tmp_path / "mine"
+    for code in ("184l", "1h22", "2r9w"):
+        shutil.copytree(ROOT / code, root / code)
+    (root / "labels.csv").write_text("pdb_id,affinity,split\n184l,4.0,train\n1H22,6.5,val\n2r9w,7.25,test\n")
+    dm = make(tmp_path, root=root, labels_csv="labels.csv")
+    dm.setup("fit")
+    assert {k: [d.name for d in v] for k, v in dm.splits.items()} == \
+        {"train": ["184l"], "val": ["1h22"], "test": ["2r9w"]}
+    assert dm.splits["test"][0].y.item() == 7.25
+    (root / "labels.csv").write_text("pdb_id,affinity\n184l,4.0\n1h22,x\n")
+    with pytest.raises(ValueError, match=r"labels.csv:3: affinity 'x' of '1h22' is not a number"):
+        make(tmp_path, root=root, labels_csv="labels.csv")
+    (root / "labels.csv").write_text("pdb_id,affinity\n184l,4.0\n")
+    with pytest.raises(FileNotFoundError, match="INDEX_core_data.2016"):  # no split column, no core set
+        make(tmp_path, root=root, labels_csv="labels.csv")

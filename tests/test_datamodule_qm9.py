@@ -27,8 +27,9 @@ def make(tmp_path, root=RAW.parent, **kwargs):
 
 
 def by_name(dm, name):
+    """The molecule ``name`` as the model gets it (cached molecule + transform)."""
     store = dm.load().store
-    return next(store[i] for i in range(len(store)) if store[i].name == name)
+    return dm.access_transform()(next(store[i] for i in range(len(store)) if store[i].name == name))
 
 
 def test_counts_and_methane_labels_in_ev(tmp_path):
@@ -58,7 +59,7 @@ def test_hydrogens_and_coordinates_from_sdf(tmp_path):
 
 
 def test_split_sizes_seed_and_statistics(tmp_path):
-    dm = make(tmp_path, targets="gap", seed=3)
+    dm = make(tmp_path, targets="gap", seed=3, dense_batches=False)
     dm.setup("fit")
     sizes = {k: len(v) for k, v in dm.splits.items()}
     assert sizes == {"train": 17, "val": 2, "test": 2}
@@ -173,3 +174,25 @@ def test_setup_with_a_trainer_saves_the_split_in_its_log_dir(tmp_path):
     saved = json.loads((tmp_path / "logs" / "version_0" / "split.json").read_text())
     assert saved["seed"] == 5 and saved["targets"] == ["gap"]
     assert sorted(saved["test"]) == sorted(dm.record_indices("test").tolist())
+
+
+def test_a_string_in_a_label_column_names_the_file_and_row(tmp_path):
+    root = _subset(tmp_path, ["gdb_1", "gdb_2", "gdb_3"], [])
+    table = pd.read_csv(root / "raw" / "gdb9.sdf.csv", dtype=str)
+    table.loc[1, "mu"] = "1.5 D"
+    table.to_csv(root / "raw" / "gdb9.sdf.csv", index=False)
+    with pytest.raises(ValueError, match=r"gdb9.sdf.csv, row 2 \(line 3, gdb_2\): mu is '1.5 D', not a number"):
+        make(tmp_path, root=root).load()
+
+
+def test_a_null_split_size_takes_the_rest():
+    from tmzoo.datamodules.splits import fill_sizes, random_split
+
+    assert fill_sizes([30, 5, None], 100) == (30, 5, 65)
+    assert fill_sizes([None, 5, 10], 100) == (85, 5, 10)
+    parts = random_split(21, [10, 5, None], seed=0)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [10, 5, 6]
+    with pytest.raises(ValueError, match="more than the 21"):
+        fill_sizes([20, 5, None], 21)
+    with pytest.raises(ValueError, match="at most one null"):
+        fill_sizes([None, None, 5], 21)

@@ -1,4 +1,4 @@
-"""The users'-files datamodule featurises every record it can and lists the others."""
+"""The users'-files datamodule streams every record, in input order, failures as rows."""
 
 from __future__ import annotations
 
@@ -8,38 +8,53 @@ from tmzoo.datamodules.files import FilesDataModule
 from tmzoo.models import Mode
 
 
+def chunks(dm):
+    dm.setup("predict")
+    return list(dm.predict_dataloader())
+
+
 def test_smiles_file_with_bad_records(tmp_path):
     smi = tmp_path / "in.smi"
     smi.write_text("CCO a\nxx b\nc1ccccc1 c\n")
-    dm = FilesDataModule(str(smi), batch_size=2)
-    dm.setup("predict")
-    graphs = dm.splits["predict"]
-    assert [int(g.idx) for g in graphs] == [0, 2]
-    assert all(int(g.mode) == Mode.ONLY_2D for g in graphs)
-    with open(dm.failures_csv) as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows == [{"index": "1", "name": "b", "error": "RDKit cannot parse SMILES 'xx'"}]
-    batch = next(iter(dm.predict_dataloader()))
-    assert batch.num_graphs == 2 and batch.mode.tolist() == [1, 1]
+    batches = chunks(FilesDataModule(str(smi), batch_size=2))
+    assert [row for b in batches for row in b.rows] == [
+        (0, "a", "CCO", "2d", ""),
+        (1, "b", "xx", "", "RDKit cannot parse SMILES 'xx'"),
+        (2, "c", "c1ccccc1", "2d", ""),
+    ]
+    assert [b.num_predicted for b in batches] == [1, 1]
+    assert batches[0].idx.tolist() == [0] and batches[1].idx.tolist() == [2]
+    assert batches[0].mode.tolist() == [int(Mode.ONLY_2D)]
+    assert not (tmp_path / "in.smi.failures.csv").exists()  # failures are rows of the predictions
 
 
 def test_conformers_enable_3d(tmp_path):
     smi = tmp_path / "in.smi"
     smi.write_text("CCO\nCC(=O)O\n")
-    dm = FilesDataModule(str(smi), mode="2d3d", conformers=True)
-    dm.setup("predict")
-    assert all(bool(g.has_pos) and int(g.mode) == Mode.BOTH for g in dm.splits["predict"])
+    (batch,) = chunks(FilesDataModule(str(smi), mode="2d3d", conformers=True))
+    assert batch.has_pos.all() and batch.mode.tolist() == [int(Mode.BOTH)] * 2
 
 
 def test_sdf_keeps_coordinates(parity_dir):
     dm = FilesDataModule(str(parity_dir / "golden_shared.sdf"))
-    dm.setup("predict")
-    assert len(dm.splits["predict"]) == 6 and dm.has_coordinates
-    assert all(int(g.mode) == Mode.BOTH for g in dm.splits["predict"])
+    (batch,) = chunks(dm)
+    assert batch.num_graphs == 6 and dm.has_coordinates
+    assert batch.mode.tolist() == [int(Mode.BOTH)] * 6
 
 
-def test_tmzoo_predict_writes_one_row_per_featurised_record(tmp_path, parity_dir):
-    """``tmzoo predict`` over a users' file agrees with ``tmzoo infer`` (same checkpoint)."""
+def test_several_workers_keep_input_order(tmp_path):
+    smi = tmp_path / "in.smi"
+    lines = [("C" * (i % 7 + 1) if i % 5 else "C1CC") + f" m{i}" for i in range(23)]
+    smi.write_text("\n".join(lines) + "\n")
+    alone = [row for b in chunks(FilesDataModule(str(smi), batch_size=3)) for row in b.rows]
+    parallel = chunks(FilesDataModule(str(smi), batch_size=3, num_workers=2))
+    assert [row for b in parallel for row in b.rows] == alone
+    assert [row[0] for row in alone] == list(range(23))
+    assert [b.idx.tolist() for b in parallel][:2] == [[1, 2], [3, 4]]  # record 0 failed (ring not closed)
+
+
+def test_tmzoo_predict_writes_the_infer_schema(tmp_path, parity_dir):
+    """``tmzoo predict`` over a users' file writes the file ``tmzoo infer`` writes (same checkpoint)."""
     from tmzoo.checkpoints import convert_checkpoint
     from tmzoo.cli.infer import run_inference
     from tmzoo.cli.lightning import run_lightning_cli
@@ -65,11 +80,13 @@ def test_tmzoo_predict_writes_one_row_per_featurised_record(tmp_path, parity_dir
         "--trainer.logger", "false",
         "--trainer.callbacks+=tmzoo.tasks.PredictionWriter", f"--trainer.callbacks.output={out}",
     ])
-    with open(out) as handle:
-        rows = list(csv.reader(handle))
-    run_inference(ckpt, smi, tmp_path / "infer.csv", progress=False)
-    with open(tmp_path / "infer.csv") as handle:
-        inferred = {r["index"]: float(r["prediction"]) for r in csv.DictReader(handle) if r["prediction"]}
-    assert [r[0] for r in rows[1:]] == ["0", "2"]
-    for index, value in rows[1:]:
-        assert abs(float(value) - inferred[index]) < 1e-5
+    run_inference(ckpt, smi, tmp_path / "infer.csv", progress=False, workers=0)
+    with open(out, newline="") as handle:
+        predicted = list(csv.DictReader(handle))
+    with open(tmp_path / "infer.csv", newline="") as handle:
+        inferred = list(csv.DictReader(handle))
+    assert list(predicted[0]) == ["index", "name", "smiles", "mode", "prediction", "error"]
+    assert [r["index"] for r in predicted] == ["0", "1", "2"] and "parse" in predicted[1]["error"]
+    for ours, theirs in zip(predicted, inferred, strict=True):
+        assert {k: v for k, v in ours.items() if k != "prediction"} == {k: v for k, v in theirs.items() if k != "prediction"}
+        assert (ours["prediction"] == theirs["prediction"] == "") or abs(float(ours["prediction"]) - float(theirs["prediction"])) < 1e-5

@@ -10,6 +10,7 @@ from conftest import featurize
 from tmzoo.checkpoints import load_bundle
 from tmzoo.data.dense import to_dense
 from tmzoo.models import DenoisingHead, GapHead, Mode, TransformerM
+from tmzoo.models.geometry import pair_type_rows
 
 TOL = 1e-5
 
@@ -35,11 +36,11 @@ def test_featurisation_matches_reference_batch(golden, batch):
     offsets = torch.arange(9) * 512 + 2
     assert torch.equal(torch.where(dense.mask[..., None], dense.x + offsets, 0), ref["x"])
     assert torch.equal(torch.where(dense.mask, dense.degree + 1, 0), ref["in_degree"])
-    assert torch.equal(dense.spd + 1, ref["spatial_pos"])
+    assert torch.equal(dense.spd.long() + 1, ref["spatial_pos"])
     path = dense.path.long()
     rows = torch.where(path >= 2, path + torch.arange(3) * 512 + 1, path)
     assert torch.equal(rows, ref["edge_input"])
-    assert torch.equal(dense.pair_type, ref["node_type_edge"])
+    assert torch.equal(pair_type_rows(dense.x, dense.mask), ref["node_type_edge"])
     assert torch.equal(dense.pos, ref["pos"])
 
 

@@ -92,3 +92,84 @@ def test_loader_survives_lightning_adding_a_distributed_sampler():
     rebuilt = _update_dataloader(loader, sampler)
     assert isinstance(rebuilt, ResumableDataLoader)
     assert sum(batch.num_graphs for batch in rebuilt) == 2
+
+
+class SigtermAtStep(L.Callback):
+    """Sends SIGTERM to its own process after ``step`` optimizer steps (a preempted job)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _tiny_data(tmp_path: Path) -> str:
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  class_path: test_tasks_tinydata.TinyMolecules\n  init_args: {batch_size: 4}\n")
+    return str(data)
+
+
+def test_ckpt_path_last_resumes_the_run_in_its_own_folder(tmp_path):
+    """The shipped YAML's default logger: the second invocation continues version_0."""
+    common = ["fit", "--config", str(EXPERIMENT), "--config", _tiny_data(tmp_path), "--trainer.limit_val_batches=0",
+              "--trainer.max_epochs=-1", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+              "--ckpt_path=last"]
+    first = run_lightning_cli([*common, "--trainer.max_steps=3"])
+    run_dir = Path(first.trainer.log_dir)
+    assert first.trainer.ckpt_path is None and run_dir.name == "version_0"  # nothing to resume yet: step 0
+    second = run_lightning_cli([*common, "--trainer.max_steps=5"])
+    assert Path(second.trainer.ckpt_path) == run_dir / "checkpoints" / "last.ckpt"
+    assert Path(second.trainer.log_dir) == run_dir and not (tmp_path / "lightning_logs" / "version_1").exists()
+    assert second.trainer.global_step == 5
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def _val_args(tmp_path: Path, root: str, extra: list[str]) -> list[str]:
+    trainer = tmp_path / f"{root}_trainer.yaml"
+    trainer.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {tmp_path / root / 'ckpt'}, save_last: true, monitor: val/mae, save_top_k: 1}}\n"
+        + "".join(f"    - {c}\n" for c in extra)
+    )
+    return [
+        "fit", "--config", str(EXPERIMENT), "--config", _tiny_data(tmp_path), "--config", str(trainer),
+        "--trainer.max_steps=7", "--trainer.max_epochs=-1", "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / root}",
+    ]
+
+
+def test_resume_from_a_mid_epoch_validation_checkpoint_is_exact(tmp_path):
+    # 3 steps per epoch, validation after the 2nd batch of each epoch (steps 2, 5): the
+    # checkpoint saved by the validation at step 2 is in the middle of epoch 1; the crash comes at step 4
+    full = run_lightning_cli(_val_args(tmp_path, "full", []))
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        run_lightning_cli(_val_args(tmp_path, "cut", ["{class_path: test_resume.CrashAfterStep, init_args: {step: 4}}"]))
+    assert torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 2
+    resumed = run_lightning_cli(_val_args(tmp_path, "cut", []) + ["--ckpt_path=last"])
+    assert resumed.trainer.global_step == full.trainer.global_step == 7
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "tmzoo.cli.main", "fit", "--config", str(EXPERIMENT), "--config", _tiny_data(tmp_path),
+            "--trainer.max_steps=50", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks+=test_resume.SigtermAtStep", "--trainer.callbacks.step=2",
+            f"--trainer.default_root_dir={tmp_path}"]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, (result.stdout + result.stderr)[-3000:]
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2

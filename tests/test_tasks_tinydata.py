@@ -94,3 +94,17 @@ def test_tiny_molecules_have_targets_and_coordinates():
     assert batch.y.shape == (4, 2) and torch.isfinite(batch.y).all()
     assert bool(batch.has_pos.all()) and batch.pos.abs().sum() > 0
     assert dm.target_names == ["gap", "logp"] and len(dm.target_mean) == 2
+
+
+def write_properties_csv(path, with_missing: bool = True) -> str:
+    """A CSV of the tiny molecules' SMILES with ``gap`` (eV) and ``logp`` columns (one ``logp``
+    left empty when ``with_missing``); returns the path."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles", "name", "gap", "logp"])
+        for i, (smi, record) in enumerate(zip(SMILES, tiny_records())):
+            gap, logp = record.y[0].tolist()
+            writer.writerow([smi, f"mol{i}", f"{gap:.6g}", "" if with_missing and i == 3 else f"{logp:.6g}"])
+    return str(path)

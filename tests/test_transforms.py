@@ -8,7 +8,8 @@ from torch_geometric.data import Batch
 
 from tmzoo.chem.molecule import mol_to_data, smiles_to_data
 from tmzoo.data.dense import to_dense
-from tmzoo.data.transforms import AddDegree, AddPairTypes, AddShortestPaths, transformer_m_transform
+from tmzoo.data.transforms import AddDegree, AddShortestPaths, transformer_m_transform
+from tmzoo.models.geometry import pair_type_rows
 
 
 def test_repr_shows_arguments():
@@ -18,10 +19,13 @@ def test_repr_shows_arguments():
 
 
 def test_degree_and_pair_types():
-    data = AddPairTypes()(AddDegree()(smiles_to_data("CC(C)O")))
+    data = AddDegree()(smiles_to_data("CC(C)O"))
     assert data.degree.tolist() == [1, 3, 1, 1]
-    pairs = data.pair_type.view(4, 4, 2)
+    x = torch.cat([data.x, torch.zeros(1, 9, dtype=torch.long)])[None]  # one padded atom
+    mask = torch.tensor([[True] * 4 + [False]])
+    pairs = pair_type_rows(x, mask)[0]
     assert pairs[0, 1].tolist() == [8, 520]  # carbon-carbon
+    assert pairs[4, 0].tolist() == pairs[0, 4].tolist() == [1, 513]  # a padded atom: padding rows
     assert pairs[0, 3].tolist() == [8, 522]  # carbon-oxygen
     assert pairs[3, 0].tolist() == [10, 520]
 

@@ -85,8 +85,7 @@ def _build_on_global(module: str, name: str, attr: str, value_global: bytes = b"
 
 
 def _past_torch(obj) -> dict:
-    """``obj`` beside an argparse Namespace, which torch's own weights-only loader refuses,
-    so that the file is read by tmzoo's restricted unpickler (the path under test)."""
+    """``obj`` beside an argparse Namespace (a released file's stand-in), as in a released file."""
     return {"args": argparse.Namespace(arch="x"), "obj": obj}
 
 
@@ -396,7 +395,7 @@ def _fake_fairseq(monkeypatch):
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_legitimate_objects_still_load(tmp_path, monkeypatch, zip_format):
-    """Everything a released/fairseq/Lightning-era file holds comes back (fallback path)."""
+    """Everything a released/fairseq/Lightning-era file holds comes back (through the stand-ins)."""
     AverageMeter = _fake_fairseq(monkeypatch)
     linear = torch.nn.Linear(3, 2)
     state = linear.state_dict()
@@ -418,7 +417,7 @@ def test_legitimate_objects_still_load(tmp_path, monkeypatch, zip_format):
     path = tmp_path / "legit.pt"
     torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(Exception):
-        torch.load(path, weights_only=True)  # so the restricted unpickler is what reads it
+        torch.load(path, weights_only=True)  # torch alone refuses it: the stand-ins are under test
     out = safe_load(path)
     assert torch.equal(out["model"]["weight"], state["weight"])
     assert out["model"]._metadata == state._metadata

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,9 +18,23 @@ from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from tmzoo.checkpoints.official import convert_official, is_official
 from tmzoo.checkpoints.safe_pickle import safe_load
+from tmzoo.io.files import atomic_write, check_output
 from tmzoo.models.output import EncoderOutput
 
 _ALLOWED_PACKAGES = ("tmzoo.",)
+
+FEATURIZATION = {"max_hops": 5, "reference_compatible": False, "hydrogens": False}
+"""The spec's ``featurization`` keys and their defaults: the ``transformer_m_transform``
+arguments, and ``hydrogens`` (explicit H atoms as graph nodes)."""
+
+EVAL_MODES = (None, "2d3d", "2d", "3d")
+"""Values of the spec's optional ``eval_mode`` (``None``: the encoder's default, 2D+3D)."""
+
+
+def _transform_parameters() -> dict:
+    from tmzoo.data.transforms import transformer_m_transform
+
+    return dict(inspect.signature(transformer_m_transform).parameters)
 
 
 def build_module(spec: dict) -> nn.Module:
@@ -74,7 +86,19 @@ class ModelBundle(nn.Module):
 
     @property
     def featurization(self) -> dict:
-        return dict(self.spec.get("featurization", {"max_hops": 5, "reference_compatible": False}))
+        """How inputs are featurised: every :data:`FEATURIZATION` key, defaults filled in."""
+        return {**FEATURIZATION, **(self.spec.get("featurization") or {})}
+
+    @property
+    def transform_args(self) -> dict:
+        """The ``featurization`` keys ``transformer_m_transform(**...)`` takes."""
+        parameters = _transform_parameters()
+        return {k: v for k, v in self.featurization.items() if k in parameters}
+
+    @property
+    def eval_mode(self) -> str | None:
+        """The recorded mode for predictions (one of :data:`EVAL_MODES`)."""
+        return self.spec.get("eval_mode")
 
     def encode(self, batch, modes: Tensor | None = None) -> EncoderOutput:
         return self.encoder(batch, modes) if modes is not None else self.encoder(batch)
@@ -135,14 +159,14 @@ def _check_layout(spec, state) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError("the state dict must map names to tensors")
     featurization = spec.get("featurization", {})
-    from tmzoo.data.transforms import transformer_m_transform
-
-    allowed = inspect.signature(transformer_m_transform).parameters
+    allowed = {**FEATURIZATION, **{k: p.default for k, p in _transform_parameters().items()}}
     if not isinstance(featurization, dict) or set(featurization) - set(allowed) or not all(
-        isinstance(featurization.get(k, p.default), type(p.default)) for k, p in allowed.items()
+        type(featurization.get(k, default)) is type(default) for k, default in allowed.items()
     ):
-        wanted = ", ".join(f"{k}: {type(p.default).__name__}" for k, p in allowed.items())
+        wanted = ", ".join(f"{k}: {type(default).__name__}" for k, default in allowed.items())
         raise ValueError(f"the tmzoo spec's 'featurization' must be a dict of {{{wanted}}}, got {featurization!r}")
+    if spec.get("eval_mode") not in EVAL_MODES:
+        raise ValueError(f"the tmzoo spec's 'eval_mode' must be one of {EVAL_MODES}, got {spec.get('eval_mode')!r}")
 
 
 def _dry_run(spec: dict, state: dict[str, Tensor]) -> None:
@@ -196,17 +220,10 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` through :func:`tmzoo.io.files.atomic_write` (temporary file, rename,
+    the umask's permissions, symlinks written through)."""
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def save_bundle(spec: dict, state_dict: dict[str, Tensor], path: str | Path) -> None:
@@ -221,6 +238,7 @@ def save_bundle(spec: dict, state_dict: dict[str, Tensor], path: str | Path) -> 
 
 def convert_checkpoint(source: str | Path, target: str | Path) -> dict:
     """``tmzoo convert``: released file → tmzoo checkpoint; returns the spec written."""
+    check_output(target, source)
     checkpoint = safe_load(source)
     if not is_official(checkpoint):
         raise ValueError(f"{source} is not a released Transformer-M checkpoint")

@@ -106,7 +106,7 @@ def convert_official(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
         "format": 1,
         "task": task,
         "modules": modules,
-        "featurization": {"max_hops": encoder["multi_hop_max_dist"], "reference_compatible": True},
+        "featurization": {"max_hops": encoder["multi_hop_max_dist"], "reference_compatible": True, "hydrogens": False},
         "source": "released Transformer-M checkpoint",
     }
     return spec, state

@@ -1,61 +1,65 @@
-"""Reading checkpoint files without executing pickled code.
+"""Reading checkpoint files from the internet with PyTorch's weights-only loader.
 
-``torch.load(weights_only=True)`` refuses released Transformer-M files because they pickle
-fairseq objects beside the weights. :func:`safe_load` instead runs torch's loader with a
-restricted unpickler: tensors, storages and plain containers are rebuilt; classes of known
-training frameworks (fairseq, omegaconf, argparse, Lightning) become inert placeholders;
-any other global — ``os.system``, ``builtins.eval``, ``subprocess.Popen``, ... — stops the
-load with :class:`UnsafeCheckpointError` before anything is called.
+:func:`safe_load` reads a file with ``torch.load(weights_only=True)``. Released Transformer-M
+files also pickle a few non-tensor objects (an ``argparse.Namespace`` of hyper-parameters,
+fairseq meters, numpy scalars); torch's loader gets inert stand-ins for those names
+(:data:`STAND_INS`: placeholders, numpy plain numbers and arrays of them, paths as
+``PurePosixPath``, ``defaultdict`` as ``dict``) through ``torch.serialization.safe_globals``,
+and nothing else: what other libraries add to torch's list process-wide (PyG adds its
+``Data``, ``defaultdict``, ...) is set aside while loading.
 
-Naming a global is not the only way a pickle acts, so the unpickler (the pure-Python one,
-whose opcodes can be overridden) also checks what the opcodes *do* with allowed globals:
+Around torch's loader, nothing is read into memory or unpickled before these checks pass:
 
-* ``REDUCE``/``NEWOBJ``/``INST``/``OBJ`` may only call a short list of constructors and
-  torch's tensor-rebuild functions (storage classes, ``torch.Tensor`` and the like may
-  appear as values but are never called; a ``defaultdict`` factory must be a container);
-* ``BUILD`` may only fill in placeholders, numpy arrays and dtypes, ``OrderedDict``
-  attributes (``state_dict()._metadata``) — never a class, so a file cannot monkeypatch
-  ``pathlib.Path`` or ``torch.UntypedStorage`` for the rest of the process;
-* tensors must come with empty backward hooks, attribute state may not set dunder names,
-  ``codecs.encode`` only takes the latin-1/utf-8 codecs pickle itself uses, and paths are
-  rebuilt as inert ``PurePath`` objects.
+1. the container: zip records must be stored uncompressed, lie inside the file, agree between
+   Python's ``zipfile`` and torch's own reader, and not be TorchScript (whose code
+   ``torch.load`` would hand to ``torch.jit.load``); the pre-0.4 tar format is refused;
+2. the pickle, followed opcode by opcode on inert values (:func:`scan_pickle`, nothing is
+   called): every global must be on :data:`ALLOWED` (narrower than torch's own list, which
+   also has ``bytearray(n)``, quantized, sparse and nested tensors), only constructors may be
+   called, no class may be modified, ``codecs.encode`` only takes pickle's text codecs, tensor
+   state may not set dunder attributes, tensors must end inside their declared storage, and the
+   storages declared must be exactly the tensor records present (no extra bytes);
 
-Two container formats bypass any unpickler inside ``torch.load`` and are refused outright:
-TorchScript archives (``torch.load`` hands them to ``torch.jit.load``, which runs the
-archive's code, e.g. a scripted ``__setstate__``) and the pre-0.4 tar format (extracted with
-``tarfile``, links included).
+and after loading, before any model is built from the result, every tensor must lie inside its
+storage and no two tensors (nor a tensor with itself, as a stride-0 view does) may share memory,
+so a small file cannot become gigabytes of weights (single numbers may repeat: see :func:`check_tensors`).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
-import collections
-import io
+import contextlib
+import math
+import os
 import pickle
+import pickletools
+import re
 import tarfile
-import types
+import threading
 import zipfile
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 
 import torch
+from torch._utils import IMPORT_MAPPING, NAME_MAPPING
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
-    """The file pickles a global that could run code; nothing from it was called.
+    """The file is refused before anything from it was called or allocated.
 
     Also a ``ValueError``, so callers that report bad checkpoint files (``tmzoo infer``,
     ``tmzoo convert``) print the reason instead of a traceback.
     """
 
 
-def _refuse(what: str) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(
-        f"the checkpoint {what}; refusing to load it (nothing from the file was executed)"
-    )
+class _Refusal(Exception):
+    """Why a file is refused (raised inside the checks and stand-ins; not an ``UnpicklingError``,
+    so ``torch.load`` passes it through unchanged)."""
 
 
+# --------------------------------------------------------------------- stand-ins
 class Placeholder:
-    """Stands in for an object of a training framework that is not needed (or installed)."""
+    """Inert stand-in for a training framework's object (argparse ``Namespace``, fairseq meters):
+    keeps the attributes the file gives it and does nothing else."""
 
     _qualname = "?"
 
@@ -68,323 +72,592 @@ class Placeholder:
         pass
 
     def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) == 2:
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_state"] = state
-
-    def __call__(self, *args, **kwargs):
-        return type(self)(*args)
+        check_attribute_state(state, f"a {self._qualname}")
+        parts = state if isinstance(state, tuple) else (state,)
+        for part in parts:
+            self.__dict__.update(part or {})
 
     def __repr__(self) -> str:
         return f"<placeholder {self._qualname}>"
 
 
-def _placeholder(module: str, name: str) -> type:
-    return type(name, (Placeholder,), {"_qualname": f"{module}.{name}", "__module__": "tmzoo.placeholder"})
+def _placeholder(qualname: str) -> type:
+    module, _, name = qualname.rpartition(".")
+    return type(name, (Placeholder,), {"_qualname": qualname, "__module__": "tmzoo.placeholder"})
 
 
-def _is_placeholder_class(obj) -> bool:
-    return isinstance(obj, type) and issubclass(obj, Placeholder)
+_PLAIN_DTYPE = re.compile(r"b1|[iu][1248]|f(2|4|8|16)|c(8|16|32)")
 
 
-# ----------------------------------------------------------------- checked callables
-def _check_attribute_state(state, what: str) -> None:
-    """``state`` for ``setattr``-style restoring: dicts (or a (dict, slots) pair) of plain names."""
+class NumpyDtype:
+    """A pickled ``numpy.dtype``, only ever a plain number type (no fields, sub-arrays, objects).
+
+    Reading numpy's own dtype state would let a file build a structured dtype whose object
+    field points anywhere in memory; here the state may only say the byte order.
+    ``.dtype`` is the real dtype once the file's state is read.
+    """
+
+    def __init__(self, code, align=False, copy=True):
+        if not isinstance(code, str) or not _PLAIN_DTYPE.fullmatch(code):
+            raise _Refusal(f"builds a numpy dtype {code!r} (only plain numbers are read)")
+        self.code, self.dtype = code, None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)):
+            raise _Refusal(f"gives numpy dtype {self.code!r} a malformed state")
+        _, order, subarray, names, fields, elsize, alignment, flags = state[:8]
+        plain = (subarray, names, fields, elsize, alignment, flags) == (None, None, None, -1, -1, 0)
+        if not plain or state[8:] not in ((), (None,)):  # no metadata either
+            raise _Refusal(f"gives numpy dtype {self.code!r} fields, a size or flags (a structured dtype)")
+        if order not in ("<", ">", "|", "="):
+            raise _Refusal(f"gives numpy dtype {self.code!r} byte order {order!r}")
+        import numpy as np
+
+        self.dtype = np.dtype(self.code).newbyteorder(order if order in "<>" else "=")
+
+    def __repr__(self) -> str:
+        return f"NumpyDtype({self.dtype if self.dtype is not None else self.code!r})"
+
+
+def _built_dtype(dtype, what: str):
+    if not isinstance(dtype, NumpyDtype) or dtype.dtype is None:
+        raise _Refusal(f"rebuilds a numpy {what} without a plain numeric dtype")
+    return dtype.dtype
+
+
+def _numpy_scalar(dtype, data=None):
+    """``numpy.core.multiarray.scalar``: one plain number from exactly its bytes."""
+    import numpy as np
+
+    real = _built_dtype(dtype, "scalar")
+    if not isinstance(data, bytes) or len(data) != real.itemsize:
+        got = f"{len(data)} bytes" if isinstance(data, bytes) else f"a {type(data).__name__}"
+        raise _Refusal(f"rebuilds a numpy {real} scalar from {got}")
+    return np.frombuffer(data, dtype=real)[0]
+
+
+def _numpy_array_class():
+    import numpy as np
+
+    class NumpyArray(np.ndarray):
+        """A pickled numpy array: plain numbers whose bytes match the shape exactly."""
+
+        def __setstate__(self, state):
+            if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+                raise _Refusal("gives a numpy array a malformed state")
+            _, shape, dtype, fortran, data = state
+            real = _built_dtype(dtype, "array")
+            if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+                raise _Refusal(f"gives a numpy array the shape {shape!r}")
+            size = math.prod(shape) * real.itemsize
+            if type(fortran) is not bool or not isinstance(data, bytes) or len(data) != size:
+                raise _Refusal(f"gives a numpy {real} array of shape {shape} the wrong number of bytes")
+            np.ndarray.__setstate__(self, (1, shape, real, fortran, data))
+
+    NumpyArray.__module__ = "tmzoo.placeholder"
+    return NumpyArray
+
+
+def _numpy_reconstruct(subtype, shape, dtype_code):
+    """``numpy.core.multiarray._reconstruct``: an empty array that the file's state then fills."""
+    array_class = STAND_INS["numpy.ndarray"]
+    if subtype is not array_class or shape != (0,):
+        raise _Refusal(f"rebuilds a numpy array of type {getattr(subtype, '__qualname__', subtype)!r}")
+    import numpy as np
+
+    return np.ndarray.__new__(array_class, (0,), np.uint8)
+
+
+def _defaultdict(default_factory=None, *args):
+    """``collections.defaultdict``: read as a plain dict (torch fills only dicts)."""
+    return dict(*args)
+
+
+def _pure_path(*parts) -> PurePosixPath:
+    if not all(isinstance(p, str) for p in parts):
+        raise _Refusal("rebuilds a path from something other than strings")
+    return PurePosixPath(*parts)
+
+
+PLACEHOLDERS = (
+    "argparse.Namespace",
+    "fairseq.logging.meters.AverageMeter",
+    "fairseq.logging.meters.SumMeter",
+    "fairseq.logging.meters.TimeMeter",
+    "fairseq.logging.meters.StopwatchMeter",
+)
+"""The non-tensor classes a released Transformer-M (fairseq) checkpoint pickles."""
+
+
+_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x, 2.x
+
+
+def _stand_ins() -> dict:
+    stand_ins = {name: _placeholder(name) for name in PLACEHOLDERS}
+    for module in _NUMPY_MODULES:
+        stand_ins[f"{module}.scalar"] = _numpy_scalar
+        stand_ins[f"{module}._reconstruct"] = _numpy_reconstruct
+    stand_ins.update({
+        "numpy.dtype": NumpyDtype,
+        "numpy.ndarray": _numpy_array_class(),
+        "collections.defaultdict": _defaultdict,
+        "pathlib.Path": _pure_path,
+        "pathlib.PosixPath": _pure_path,
+        "pathlib.PurePosixPath": _pure_path,
+        "builtins.frozenset": frozenset,
+        "builtins.slice": slice,
+        "builtins.list": list,  # as values: a defaultdict's factory
+        "builtins.dict": dict,
+        "builtins.tuple": tuple,
+    })
+    return stand_ins
+
+
+STAND_INS: dict[str, object] = _stand_ins()
+"""Globals torch's weights-only loader does not know, and what it gets for them."""
+
+_TENSOR_REBUILDERS = {
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
+}
+CALLABLE = _TENSOR_REBUILDERS | {
+    "torch._tensor._rebuild_from_type_v2",
+    "collections.OrderedDict",
+    "builtins.set",
+    "builtins.complex",
+    "torch.Size",
+    "torch.device",
+    "_codecs.encode",
+    "builtins.frozenset",
+    "builtins.slice",
+    *(name for name in STAND_INS if not name.startswith(("builtins.", "numpy.ndarray"))),
+}
+"""Globals a pickle may call (REDUCE)."""
+
+ALLOWED = CALLABLE | set(STAND_INS) | {
+    "torch.Tensor",
+    "torch.nn.parameter.Parameter",
+    "torch.storage.TypedStorage",
+    "torch.storage.UntypedStorage",
+    *(f"torch.{name}" for name in dir(torch) if name.endswith("Storage") and isinstance(getattr(torch, name), type)),
+    *(str(value) for value in vars(torch).values() if isinstance(value, torch.dtype)),
+}
+"""Every global a checkpoint may name; the rest appear only as values (storage types, dtypes)."""
+
+_BUILDABLE = set(PLACEHOLDERS) | {"numpy.dtype"} | {f"{module}._reconstruct" for module in _NUMPY_MODULES}
+_DICT_MAKERS = {"collections.OrderedDict", "collections.defaultdict"}
+_TEXT_CODECS = {"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1", "utf-8", "utf8", "utf_8", "ascii"}
+_DEFAULT_FACTORIES = {None, "collections.OrderedDict", *(
+    f"builtins.{t}" for t in ("list", "dict", "set", "frozenset", "tuple"))}
+"""What a pickled ``defaultdict`` may name as its factory (it is read as a plain dict anyway)."""
+
+
+# ------------------------------------------------------------ pickle, statically
+class _Global:
+    """A global named by the pickle, as the scan sees it (nothing is imported)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _Made:
+    """What a REDUCE/NEWOBJ/BINPERSID would make: the maker, its arguments, items it then receives."""
+
+    __slots__ = ("maker", "args", "items")
+
+    def __init__(self, maker, args):
+        self.maker, self.args, self.items = maker, args, {}
+
+
+_STORAGE = _Global("<persistent storage>")
+
+_TORCH_OPCODES = {
+    "GLOBAL", "NEWOBJ", "REDUCE", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "MARK",
+    "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWFALSE", "NEWTRUE", "EMPTY_TUPLE",
+    "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "BININT", "BININT1", "BININT2", "BINFLOAT",
+    "BINUNICODE", "SHORT_BINSTRING", "BINPERSID", "BINGET", "LONG_BINGET", "BINPUT",
+    "LONG_BINPUT", "LONG1", "PROTO", "STOP",
+}
+"""The opcodes ``torch._weights_only_unpickler`` reads (anything else it refuses too)."""
+_EMPTY = {"NONE": lambda: None, "NEWTRUE": lambda: True, "NEWFALSE": lambda: False, "EMPTY_TUPLE": tuple,
+          "EMPTY_LIST": list, "EMPTY_DICT": dict, "EMPTY_SET": set}
+
+
+def _describe(value) -> str:
+    if isinstance(value, _Global):
+        return value.name
+    if isinstance(value, _Made):
+        return f"a {_describe(value.maker)} object"
+    return f"a {type(value).__name__}"
+
+
+def check_attribute_state(state, what: str) -> None:
+    """``state`` for ``setattr``-style restoring: a dict (or a (dict, slots) pair) of plain names."""
     parts = state if isinstance(state, tuple) else (state,)
     if isinstance(state, tuple) and len(state) != 2:
-        raise _refuse(f"gives {what} a malformed attribute state")
+        raise _Refusal(f"gives {what} a malformed attribute state")
     for part in parts:
         if part is None:
             continue
         if not isinstance(part, dict):
-            raise _refuse(f"gives {what} attribute state of type {type(part).__name__}")
+            raise _Refusal(f"gives {what} attribute state of type {type(part).__name__}")
         for key in part:
             if not isinstance(key, str) or key.startswith("__"):
-                raise _refuse(f"sets attribute {key!r} on {what}")
+                raise _Refusal(f"sets attribute {key!r} on {what}")
 
 
-def _check_no_hooks(backward_hooks) -> None:
-    if backward_hooks:  # torch.save always writes an empty OrderedDict
-        raise _refuse("attaches backward hooks to a tensor")
+def _check_call(func, args, opcode: str) -> None:
+    if not isinstance(func, _Global) or func.name not in CALLABLE:
+        raise _Refusal(f"calls {_describe(func)} ({opcode}), which only appears as a value in checkpoints")
+    if not isinstance(args, tuple):
+        raise ValueError(f"{opcode} of {func.name} without an argument tuple")
+    if func.name == "_codecs.encode":
+        codec = args[1] if len(args) > 1 else "utf-8"
+        if not isinstance(codec, str) or codec.lower() not in _TEXT_CODECS:
+            raise _Refusal(f"calls codecs.encode with codec {codec!r}")
+    elif func.name == "collections.defaultdict":
+        factory = args[0] if args else None
+        if (factory.name if isinstance(factory, _Global) else factory) not in _DEFAULT_FACTORIES:
+            raise _Refusal(f"makes a defaultdict whose default factory is {_describe(factory)}")
+    elif func.name == "torch._utils._rebuild_tensor_v2" and len(args) >= 4:
+        _check_extent(*args[:4])
+    elif func.name == "torch._utils._rebuild_parameter_with_state" and len(args) == 4:
+        check_attribute_state(args[3], "a Parameter")
+    elif func.name == "torch._tensor._rebuild_from_type_v2" and len(args) == 4:
+        inner, new_type, inner_args, state = args
+        if not isinstance(inner, _Global) or inner.name not in _TENSOR_REBUILDERS:
+            raise _Refusal(f"rebuilds a tensor with {_describe(inner).rsplit('.', 1)[-1]}")
+        if not isinstance(new_type, _Global) or new_type.name not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
+            raise _Refusal(f"rebuilds a tensor as {_describe(new_type)}")
+        _check_call(inner, inner_args, opcode)
+        check_attribute_state(state, "a tensor")
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
-        raise _refuse(f"rebuilds a tensor from a {type(storage).__name__}, not a storage")
-    _check_no_hooks(backward_hooks)
-    return torch._utils._rebuild_tensor_v2(
-        storage, storage_offset, size, stride, requires_grad, collections.OrderedDict(), metadata
-    )
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks):
-    if not isinstance(data, torch.Tensor):
-        raise _refuse(f"rebuilds a Parameter from a {type(data).__name__}")
-    _check_no_hooks(backward_hooks)
-    return torch._utils._rebuild_parameter(data, requires_grad, collections.OrderedDict())
-
-
-def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
-    if not isinstance(data, torch.Tensor):
-        raise _refuse(f"rebuilds a Parameter from a {type(data).__name__}")
-    _check_no_hooks(backward_hooks)
-    _check_attribute_state(state, "a Parameter")
-    return torch._utils._rebuild_parameter_with_state(data, requires_grad, collections.OrderedDict(), state)
-
-
-def _rebuild_from_type_v2(func, new_type, args, state):
-    if func not in _CALLABLE_IDS.values() or func is _rebuild_from_type_v2:
-        raise _refuse(f"rebuilds a tensor with {getattr(func, '__name__', type(func).__name__)}")
-    if new_type not in (torch.Tensor, torch.nn.Parameter):
-        raise _refuse(f"rebuilds a tensor as {getattr(new_type, '__name__', new_type)!r}")
-    _check_attribute_state(state, "a tensor")
-    return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
-
-
-_TEXT_CODECS = {"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1", "utf-8", "utf8", "utf_8", "ascii"}
-
-
-def _codecs_encode(obj, encoding="utf-8", errors="strict"):
-    """``codecs.encode`` as pickle uses it (protocol-2 bytes), without codec lookups by name."""
-    import codecs
-
-    if not isinstance(obj, str) or str(encoding).lower() not in _TEXT_CODECS:
-        raise _refuse(f"calls codecs.encode with codec {encoding!r}")
-    return codecs.encode(obj, encoding, errors)
-
-
-_DEFAULT_FACTORIES = (None, list, dict, set, frozenset, tuple, collections.OrderedDict)
-
-
-def _defaultdict(default_factory=None, *args):
-    if not any(default_factory is f for f in _DEFAULT_FACTORIES):
-        name = getattr(default_factory, "__qualname__", type(default_factory).__name__)
-        raise _refuse(f"makes a defaultdict whose default factory is {name}")
-    return collections.defaultdict(default_factory, *args)
-
-
-def _multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
-
-
-def _np_reconstruct(subtype, shape, dtype):
-    import numpy as np
-
-    if subtype is not np.ndarray:
-        raise _refuse(f"rebuilds a numpy array of type {subtype!r}")
-    return _multiarray()._reconstruct(subtype, shape, dtype)
-
-
-def _np_scalar(dtype, *args):
-    import numpy as np
-
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise _refuse("rebuilds a numpy scalar of object dtype")
-    return _multiarray().scalar(dtype, *args)
-
-
-def _np_dtype(*args, **kwargs):
-    import numpy as np
-
-    if not args or not isinstance(args[0], str):
-        raise _refuse("builds a numpy dtype from something other than a type string")
-    return np.dtype(*args, **kwargs)
-
-
-# ---------------------------------------------------------------- the allow-lists
-_ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("collections", "defaultdict"): _defaultdict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-    ("builtins", "dict"): dict,
-    ("builtins", "list"): list,
-    ("builtins", "tuple"): tuple,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    ("torch", "Tensor"): torch.Tensor,  # a value (new_type of _rebuild_from_type_v2), never called
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,  # a value, never called
-    ("pathlib", "PosixPath"): PurePosixPath,
-    ("pathlib", "PurePosixPath"): PurePosixPath,
-    ("pathlib", "WindowsPath"): PureWindowsPath,
-    ("pathlib", "PureWindowsPath"): PureWindowsPath,
-    ("pathlib", "Path"): PurePosixPath,
-    ("codecs", "encode"): _codecs_encode,
-}
-_NUMPY = {"dtype": _np_dtype, "scalar": _np_scalar, "_reconstruct": _np_reconstruct}
-_NUMPY_MODULES = {"numpy", "numpy.core.multiarray", "numpy._core.multiarray"}
-_MODULE_ALIASES = {"_codecs": "codecs"}
-
-_CALLABLE_IDS = {
-    id(f): f
-    for f in (
-        collections.OrderedDict, _defaultdict, set, frozenset, slice, complex, dict, list, tuple,
-        torch.Size, torch.device, _rebuild_tensor_v2, _rebuild_parameter,
-        _rebuild_parameter_with_state, _rebuild_from_type_v2, PurePosixPath, PureWindowsPath,
-        _codecs_encode, _np_dtype, _np_scalar, _np_reconstruct,
-    )
-}
-"""What ``REDUCE``/``INST``/``OBJ`` may call (placeholder classes too)."""
-
-_NEWOBJ_CLASSES = (dict, collections.OrderedDict, list, set, frozenset, tuple)
-"""What ``NEWOBJ`` may create with ``cls.__new__`` (placeholder classes too)."""
-
-_STORAGES = {
-    name for name in dir(torch) if name.endswith("Storage") and isinstance(getattr(torch, name), type)
-}
-_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
-_DICT_LIKE = {
-    ("lightning.fabric.utilities.data", "AttributeDict"),
-    ("pytorch_lightning.utilities.parsing", "AttributeDict"),
-    ("lightning_fabric.utilities.data", "AttributeDict"),
-}
-_INERT_MODULE_PREFIXES = ("fairseq", "fairseq_cli", "omegaconf", "argparse", "jsonargparse", "enum", "typing")
-
-
-def _describe(obj) -> str:
-    if isinstance(obj, type) or callable(obj):
-        return getattr(obj, "__qualname__", None) or type(obj).__name__
-    return f"a {type(obj).__name__}"
-
-
-def _check_callable(func, opcode: str) -> None:
-    if id(func) in _CALLABLE_IDS or _is_placeholder_class(func):
-        return
-    raise _refuse(f"calls {_describe(func)} ({opcode}), which only appears as a value in checkpoints")
+def _check_extent(storage, offset, size, stride) -> None:
+    """A tensor must end inside the storage the file declares for it (checked before torch reads it)."""
+    if not (isinstance(storage, _Made) and storage.maker is _STORAGE and isinstance(storage.args, tuple)
+            and len(storage.args) >= 5 and type(storage.args[4]) is int):
+        raise _Refusal(f"rebuilds a tensor from {_describe(storage)}, not a storage")
+    if not (type(offset) is int and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(type(n) is int and n >= 0 for n in size + stride) and offset >= 0):
+        raise _Refusal(f"rebuilds a tensor with offset {offset!r}, size {size!r} and stride {stride!r}")
+    end = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 if all(size) else 0
+    if end > storage.args[4]:
+        raise _Refusal(
+            f"stores a tensor of shape {size} past the end of its {storage.args[4]}-element storage {storage.args[2]!r}"
+        )
 
 
 def _check_build(inst, state) -> None:
-    import numpy as np
-
-    if isinstance(inst, type):
-        raise _refuse(f"sets attributes of the class {inst.__qualname__}")
-    if isinstance(inst, Placeholder):
-        return
-    if type(inst) is np.ndarray or isinstance(inst, np.dtype):
-        return
-    if type(inst) is collections.OrderedDict:
-        _check_attribute_state(state, "an OrderedDict")
-        return
-    if type(inst) is dict and not state:
-        return
-    raise _refuse(f"sets the state of a {type(inst).__name__} object")
+    if isinstance(inst, _Global):
+        raise _Refusal(f"sets attributes of the class {inst.name}")
+    maker = inst.maker.name if isinstance(inst, _Made) else None
+    if maker == "collections.OrderedDict":
+        check_attribute_state(state, "an OrderedDict")
+    elif maker not in _BUILDABLE:
+        raise _Refusal(f"sets the state of {_describe(inst)}")
 
 
-class RestrictedUnpickler(pickle._Unpickler):
-    """An unpickler that resolves only allow-listed globals and checks what opcodes do with them."""
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def find_class(self, module: str, name: str):
-        # protocol < 3 pickles use Python 2 names (``__builtin__``, ``commands``); map them
-        # the way pickle itself does, so allow-list and messages see today's names
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        module = _MODULE_ALIASES.get(module, module)
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and (name in _STORAGES or name in _DTYPES):
-            return getattr(torch, name)
-        if module in _NUMPY_MODULES and name in _NUMPY:
-            return _NUMPY[name]
-        if module == "numpy" and name == "ndarray":
-            import numpy as np
-
-            return np.ndarray
-        if (module, name) in _DICT_LIKE:
-            return dict
-        if module.split(".")[0] in _INERT_MODULE_PREFIXES:
-            return _placeholder(module, name)
-        raise _refuse(
-            f"pickles {module}.{name}, which is not a tensor, container or known training-framework object"
-        )
-
-    # Every opcode that calls or mutates something is checked before pickle's own code runs.
-    def _load_reduce(self):
-        _check_callable(self.stack[-2], "REDUCE")
-        pickle._Unpickler.load_reduce(self)
-
-    def _load_newobj(self):
-        cls = self.stack[-2]
-        if not (_is_placeholder_class(cls) or any(cls is c for c in _NEWOBJ_CLASSES)):
-            raise _refuse(f"creates {_describe(cls)} objects directly (NEWOBJ)")
-        pickle._Unpickler.load_newobj(self)
-
-    def _load_newobj_ex(self):
-        cls = self.stack[-3]
-        if not (_is_placeholder_class(cls) or any(cls is c for c in _NEWOBJ_CLASSES)):
-            raise _refuse(f"creates {_describe(cls)} objects directly (NEWOBJ_EX)")
-        pickle._Unpickler.load_newobj_ex(self)
-
-    def _instantiate(self, klass, args):
-        _check_callable(klass, "INST/OBJ")
-        return pickle._Unpickler._instantiate(self, klass, args)
-
-    def _load_build(self):
-        _check_build(self.stack[-2], self.stack[-1])
-        pickle._Unpickler.load_build(self)
-
-    dispatch[pickle.REDUCE[0]] = _load_reduce
-    dispatch[pickle.NEWOBJ[0]] = _load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
-    dispatch[pickle.BUILD[0]] = _load_build
+def _global_name(arg: str, name_mapping=NAME_MAPPING, import_mapping=IMPORT_MAPPING) -> str:
+    """``module.name`` of a GLOBAL opcode, mapped from Python 2 names the way torch maps them."""
+    module, _, name = arg.partition(" ")
+    if (module, name) in name_mapping:
+        module, name = name_mapping[(module, name)]
+    elif module in import_mapping:
+        module = import_mapping[module]
+    return f"{module}.{name}"
 
 
-restricted_pickle = types.ModuleType("tmzoo_restricted_pickle")
-restricted_pickle.Unpickler = RestrictedUnpickler
-restricted_pickle.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()
-restricted_pickle.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()
-restricted_pickle.__name__ = "pickle"
+def scan_pickle(stream) -> tuple[object, list]:
+    """Follow one pickle's opcodes as torch's weights-only unpickler would, on inert values.
+
+    Nothing is imported or called. Returns ``(top object, persistent ids)``; raises
+    :class:`_Refusal` for anything outside the policy and ``ValueError`` for a malformed pickle.
+    """
+    stack: list = []
+    metastack: list = []
+    memo: dict = {}
+    pids: list = []
+
+    def pop_mark() -> list:
+        nonlocal stack
+        items, stack = stack, metastack.pop()
+        return items
+
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name not in _TORCH_OPCODES:
+            raise ValueError(f"pickle opcode {name}, which torch's weights-only loader does not read")
+        if name == "GLOBAL":
+            full = _global_name(arg)
+            if full not in ALLOWED:  # named as Python's pickle reads it (protocol 2 writes subprocess as commands)
+                shown = _global_name(arg, _compat_pickle.NAME_MAPPING, _compat_pickle.IMPORT_MAPPING)
+                raise _Refusal(f"pickles {shown}, which is not a tensor, container or known training-framework object")
+            stack.append(_Global(full))
+        elif name == "REDUCE":
+            args = stack.pop()
+            _check_call(stack[-1], args, "REDUCE")
+            stack[-1] = _Made(stack[-1], args)
+        elif name == "NEWOBJ":
+            args, cls = stack.pop(), stack.pop()
+            if not (isinstance(cls, _Global) and cls.name in PLACEHOLDERS):
+                raise _Refusal(f"creates {_describe(cls)} objects directly (NEWOBJ)")
+            stack.append(_Made(cls, args))
+        elif name == "BUILD":
+            state = stack.pop()
+            _check_build(stack[-1], state)
+        elif name in ("APPEND", "APPENDS"):
+            items = [stack.pop()] if name == "APPEND" else pop_mark()
+            if type(stack[-1]) is not list:
+                raise ValueError(f"{name} to {_describe(stack[-1])}")
+            stack[-1].extend(items)
+        elif name in ("SETITEM", "SETITEMS"):
+            items = stack[-2:] if name == "SETITEM" else pop_mark()
+            if name == "SETITEM":
+                del stack[-2:]
+            target = stack[-1]
+            if type(target) is dict:
+                mapping = target
+            elif isinstance(target, _Made) and isinstance(target.maker, _Global) and target.maker.name in _DICT_MAKERS:
+                mapping = target.items
+            else:
+                raise ValueError(f"{name} on {_describe(target)}")
+            for i in range(0, len(items) - 1, 2):
+                mapping[items[i]] = items[i + 1]
+        elif name == "MARK":
+            metastack.append(stack)
+            stack = []
+        elif name == "TUPLE":
+            items = tuple(pop_mark())  # before naming `stack`: pop_mark rebinds it
+            stack.append(items)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            if len(stack) < n:
+                raise ValueError(f"{name} on a short stack")
+            stack[-n:] = [tuple(stack[-n:])]
+        elif name == "BINPERSID":
+            pid = stack.pop()
+            pids.append(pid)
+            stack.append(_Made(_STORAGE, pid))
+        elif name in ("BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+        elif name in ("BINPUT", "LONG_BINPUT"):
+            memo[arg] = stack[-1]
+        elif name == "STOP":
+            return stack.pop(), pids
+        elif name in _EMPTY:
+            stack.append(_EMPTY[name]())
+        elif name != "PROTO":  # numbers and strings
+            stack.append(arg)
+    raise ValueError("pickle without STOP")
 
 
-def _refuse_container(path: Path) -> None:
-    """Refuse the formats ``torch.load`` reads without the unpickler it is given."""
-    with open(path, "rb") as handle:
-        torch_zip = handle.read(4) == b"PK\x03\x04"  # what torch.load itself checks
-    if torch_zip or zipfile.is_zipfile(path):
-        names = []
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names += archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            pass
-        try:  # torch's own zip reader, so that the two parsers cannot disagree
-            names += list(torch._C.PyTorchFileReader(str(path)).get_all_records())
-        except Exception:  # noqa: BLE001 - not readable by torch either: torch.load fails too
-            pass
-        if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in names):
-            raise UnsafeCheckpointError(
-                f"{path} is a TorchScript archive, whose code torch.load would run "
-                "(torch.jit.load); refusing to load it (nothing from the file was executed)"
-            )
+def _declared_storages(pids: list) -> dict[str, int]:
+    """``{storage key: bytes}`` that a pickle's persistent ids ask torch to read."""
+    declared: dict[str, int] = {}
+    for pid in pids:
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise ValueError(f"persistent id {pid!r:.80} is not a storage")
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        if not (isinstance(storage_type, _Global) and isinstance(key, str) and type(numel) is int and numel >= 0):
+            raise ValueError(f"malformed storage declaration {pid!r:.80}")
+        short = storage_type.name.rpartition(".")[2]
+        if short == "UntypedStorage":
+            size = 1
+        else:
+            try:  # how torch.load reads the storage type (a dtype's name + "Storage")
+                size = torch.serialization.StorageType(short).dtype.itemsize
+            except (KeyError, AttributeError, RuntimeError):
+                raise _Refusal(f"declares a storage of type {storage_type.name}") from None
+        if declared.setdefault(key, numel * size) != numel * size:
+            raise _Refusal(f"declares storage {key!r} twice with different sizes")
+    return declared
+
+
+# -------------------------------------------------------------------- containers
+def _refuse_torchscript(names) -> None:
+    if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in names):
+        raise _Refusal("is a TorchScript archive, whose code torch.load would run (torch.jit.load)")
+
+
+def _check_zip(handle, size: int) -> None:
+    """The zip directory, read before torch touches any record (see the module docstring)."""
+    with zipfile.ZipFile(handle) as archive:
+        infos = archive.infolist()
+        handle.seek(0)
+        torch_names = set(torch._C.PyTorchFileReader(handle).get_all_records())
+        _refuse_torchscript([i.filename for i in infos] + sorted(torch_names))
+        prefix = infos[0].filename.split("/", 1)[0] + "/" if infos and "/" in infos[0].filename else ""
+        if {i.filename for i in infos} != {prefix + n for n in torch_names} or len(infos) != len(torch_names):
+            raise _Refusal("has a zip directory that zipfile and torch's reader list differently")
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                names = {zipfile.ZIP_DEFLATED: "DEFLATE", zipfile.ZIP_BZIP2: "BZIP2", zipfile.ZIP_LZMA: "LZMA"}
+                method = names.get(info.compress_type, f"method {info.compress_type}")
+                raise _Refusal(f"stores record {info.filename} compressed ({method}); torch.save never compresses")
+            if info.header_offset + info.file_size > size:
+                raise _Refusal(f"declares record {info.filename} of {info.file_size} bytes, past the end of the file")
+        if sum(i.file_size for i in infos) > size:
+            raise _Refusal("declares records larger than the file (overlapping records)")
+        pkl = prefix + "data.pkl"
+        if pkl not in {i.filename for i in infos}:
+            raise ValueError("no data.pkl record")
+        _, pids = scan_pickle(archive.read(pkl))
+        declared = _declared_storages(pids)
+        records = {i.filename[len(prefix):]: i.file_size for i in infos}
+        for name, nbytes in records.items():
+            if name.startswith("data/"):
+                if nbytes != declared.get(name[len("data/"):]):
+                    raise _Refusal(
+                        f"holds record {name} of {nbytes} bytes, but its tensors declare "
+                        f"{declared.get(name[len('data/'):], 'no such storage')}"
+                    )
+            elif name != "data.pkl" and nbytes > 1024:
+                raise _Refusal(f"holds a {nbytes}-byte metadata record {name}")
+        missing = sorted(set(declared) - {n[len("data/"):] for n in records if n.startswith("data/")})
+        if missing:
+            raise ValueError(f"storage records {missing[:5]} are missing")
+
+
+def _check_legacy(handle, size: int) -> None:
+    """torch < 1.6 files: magic, protocol, system info, the object, storage keys (all pickles)."""
+    magic, _ = scan_pickle(handle)
+    if magic != torch.serialization.MAGIC_NUMBER:
+        raise ValueError("no torch magic number (not a checkpoint)")
+    scan_pickle(handle)
+    scan_pickle(handle)
+    _, pids = scan_pickle(handle)
+    scan_pickle(handle)  # the storage keys: torch unpickles them too
+    needed = sum(_declared_storages(pids).values())
+    if needed > size:
+        raise _Refusal(f"declares {needed} bytes of tensors in a {size}-byte file")
+
+
+def _check_container(handle) -> None:
+    """Check the file as the format ``torch.load`` will read it as: a zip only when it starts
+    with a zip record (``torch.serialization._is_zipfile``), whatever else it also parses as."""
+    size = os.fstat(handle.fileno()).st_size
+    is_torch_zip = handle.read(4) == b"PK\x03\x04"
+    handle.seek(0)
+    if is_torch_zip:
+        _check_zip(handle, size)
         return
     try:
-        is_tar = tarfile.is_tarfile(path)
+        is_tar = tarfile.is_tarfile(handle)
     except OSError:
         is_tar = False
+    handle.seek(0)
     if is_tar:
-        raise UnsafeCheckpointError(
-            f"{path} is a tar archive (torch < 0.4 format), which torch.load extracts, links "
-            "included; refusing to load it (nothing from the file was executed)"
-        )
+        raise _Refusal("is a tar archive (torch < 0.4 format), which torch.load extracts, links included")
+    _check_legacy(handle, size)
+
+
+# ---------------------------------------------------------------------- tensors
+def _tensors(obj, path: str = "", depth: int = 0, seen: set | None = None):
+    """``(where, tensor)`` for every reference to a tensor in a loaded checkpoint (containers walked once)."""
+    seen = set() if seen is None else seen
+    if depth > 200:
+        raise _Refusal(f"nests containers more than 200 deep (at {path or 'the top'})")
+    if isinstance(obj, torch.Tensor):
+        yield path, obj  # every reference: two references to one tensor overlap
+        if id(obj) in seen:
+            return
+        children = vars(obj).items()  # attributes set from the file's state
+    elif id(obj) in seen:
+        return
+    elif isinstance(obj, dict):
+        children = obj.items()
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = enumerate(obj)
+    elif isinstance(obj, Placeholder):
+        children = vars(obj).items()
+    else:
+        return
+    seen.add(id(obj))
+    for key, child in children:
+        yield from _tensors(child, f"{path}/{key}" if path else str(key), depth + 1, seen)
+
+
+def _span(tensor: torch.Tensor) -> int:
+    """Elements from the tensor's first to one past its last, or -1 when its strides overlap it with itself."""
+    reach = 0
+    for stride, size in sorted((st, sz) for sz, st in zip(tensor.shape, tensor.stride()) if sz > 1):
+        if stride <= reach:
+            return -1
+        reach += (size - 1) * stride
+    return reach + 1
+
+
+def check_tensors(obj) -> None:
+    """Every tensor lies inside its storage and no two tensor references share memory.
+
+    Single numbers are exempt from the sharing rule: Lightning's ``ModelCheckpoint`` keeps its
+    best score as one scalar tensor under several keys, and a repeated number costs no more
+    memory than the pickle bytes that repeat it.
+    """
+    spans, first_seen = [], {}
+    for where, tensor in _tensors(obj):
+        if id(tensor) in first_seen:  # the same object again: refused now, not listed N times
+            if tensor.numel() > 1:
+                raise _Refusal(f"stores tensors {first_seen[id(tensor)]} and {where} in overlapping memory")
+            continue
+        first_seen[id(tensor)] = where
+        if getattr(tensor, "_backward_hooks", None):
+            raise _Refusal(f"attaches backward hooks to tensor {where}")
+        if tensor.numel() == 0:
+            continue
+        span = _span(tensor)
+        if span < 0:
+            raise _Refusal(
+                f"stores tensor {where} of shape {tuple(tensor.shape)} as a view that overlaps itself "
+                f"(strides {tensor.stride()}), so it would take more memory than the file holds"
+            )
+        item = tensor.element_size()
+        if (tensor.storage_offset() + span) * item > tensor.untyped_storage().nbytes():
+            raise _Refusal(f"stores tensor {where} past the end of its storage")
+        if tensor.numel() > 1:
+            start = tensor.data_ptr()
+            spans.append((str(tensor.device), start, start + span * item, where))
+    spans.sort()
+    for (dev_a, _, end_a, where_a), (dev_b, start_b, _, where_b) in zip(spans, spans[1:]):
+        if dev_a == dev_b and start_b < end_a:
+            raise _Refusal(f"stores tensors {where_a} and {where_b} in overlapping memory")
+
+
+# ------------------------------------------------------------------------- load
+_SAFE_GLOBALS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _only_stand_ins():
+    """torch's weights-only allowlist extended by :data:`STAND_INS` alone, while loading.
+
+    Libraries widen it process-wide (PyG adds ``collections.defaultdict``, ``Data``, ...), and
+    where two entries share a name torch picks either; so the others are set aside meanwhile
+    and put back however the load ends. The list is torch's process-wide state: ``safe_load``
+    calls take turns (a lock), and a ``torch.load`` in another thread at the same moment sees
+    this list (the stand-ins, not the other libraries' entries).
+    """
+    with _SAFE_GLOBALS_LOCK:
+        others = torch.serialization.get_safe_globals()
+        torch.serialization.clear_safe_globals()
+        try:
+            with torch.serialization.safe_globals([(obj, name) for name, obj in STAND_INS.items()]):
+                yield
+        finally:
+            torch.serialization.add_safe_globals(others)
+
+
+def _printable(text) -> str:
+    """``text`` with control characters from the file escaped (no terminal escapes in messages)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def safe_load(path: str | Path, map_location="cpu"):
-    """Load a torch checkpoint file without running code pickled inside it.
+    """Load a torch checkpoint file with torch's weights-only loader, after the checks above.
 
     Raises ``FileNotFoundError``, :class:`UnsafeCheckpointError` or ``ValueError`` with a
     message naming the file.
@@ -392,14 +665,26 @@ def safe_load(path: str | Path, map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    _refuse_container(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:
-        pass
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=restricted_pickle)
-    except UnsafeCheckpointError as err:
-        raise UnsafeCheckpointError(f"{path}: {err}") from None
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
+        with open(path, "rb") as handle:
+            _check_container(handle)
+            handle.seek(0)
+            with _only_stand_ins():
+                checkpoint = torch.load(handle, map_location=map_location, weights_only=True)
+        check_tensors(checkpoint)
+    except _Refusal as why:
+        raise UnsafeCheckpointError(
+            f"{path}: the checkpoint {_printable(why)}; refusing to load it (nothing from the file was executed)"
+        ) from None
+    except pickle.UnpicklingError as err:  # torch's own loader refused what the scan let through
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", str(err), re.S)
+        reason = found.group(1) if found else str(err) or type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: torch's weights-only loader refused the checkpoint ({_printable(reason)}); "
+            "refusing to load it (nothing from the file was executed)"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file, reported with its name
+        raise ValueError(
+            f"{path} is not a readable torch checkpoint: {type(err).__name__}: {_printable(err)}"
+        ) from err
+    return checkpoint

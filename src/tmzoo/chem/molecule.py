@@ -4,15 +4,20 @@ Atoms are heavy atoms in input order (hydrogens only when the molecule carries t
 explicitly, as QM9 does); ``x`` holds the 9 OGB atom features, ``edge_attr`` the 3 OGB
 bond features for both directions of every bond. Coordinates, when given, go to ``pos``
 and ``has_pos`` says so; a molecule without coordinates gets zeros and ``has_pos=False``.
+
+The features are exactly those of OGB's ``atom_to_feature_vector`` and
+``bond_to_feature_vector`` (``tests/test_chem_features.py`` compares them), computed a
+column at a time: one RDKit getter mapped over all atoms, then numpy lookups. OGB's
+vocabularies are restated here so that importing tmzoo does not import ``ogb``, whose
+import starts a network version check.
 """
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
-from ogb.utils.features import allowable_features, atom_to_feature_vector, bond_to_feature_vector, safe_index
 from rdkit import Chem, RDLogger
+from rdkit.Chem.rdchem import Atom, Bond
 from torch_geometric.data import Data
 
 RDLogger.DisableLog("rdApp.*")
@@ -20,6 +25,24 @@ RDLogger.DisableLog("rdApp.*")
 
 MAX_COORDINATE = 1e6
 """Largest coordinate magnitude (Å) accepted; no molecule spans 100 µm."""
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+OGB_ALLOWABLE_FEATURES = {
+    "possible_atomic_num_list": list(range(1, 119)) + ["misc"],
+    "possible_chirality_list": ["CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW", "CHI_OTHER", "misc"],
+    "possible_degree_list": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "misc"],
+    "possible_formal_charge_list": [-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, "misc"],
+    "possible_numH_list": [0, 1, 2, 3, 4, 5, 6, 7, 8, "misc"],
+    "possible_number_radical_e_list": [0, 1, 2, 3, 4, "misc"],
+    "possible_hybridization_list": ["SP", "SP2", "SP3", "SP3D", "SP3D2", "misc"],
+    "possible_is_aromatic_list": [False, True],
+    "possible_is_in_ring_list": [False, True],
+    "possible_bond_type_list": ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC", "misc"],
+    "possible_bond_stereo_list": ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"],
+    "possible_is_conjugated_list": [False, True],
+}
+"""``ogb.utils.features.allowable_features`` (ogb 1.3.6), the vocabulary of every feature column."""
 
 
 class MoleculeError(ValueError):
@@ -38,26 +61,71 @@ def mol_from_smiles(smiles: str) -> Chem.Mol:
     return mol
 
 
-_OGB_BOND_STEREO = tuple(allowable_features["possible_bond_stereo_list"])
+# --------------------------------------------------------------------- feature tables
+def _enum_lookup(enum, vocabulary: list, fallback: int) -> np.ndarray:
+    """``table[int(value)]``: the index of an RDKit enum value's name in an OGB vocabulary.
 
-
-def _bond_features(bond) -> list[int]:
-    """OGB's bond features; stereo values newer than OGB's vocabulary count as STEREONONE.
-
-    RDKit >= 2024.03 perceives atropisomers (``STEREOATROPCW``/``CCW``, e.g. from CXSMILES
-    wedges), which OGB's ``list.index`` lookup rejects; the RDKit the reference used reported
-    no stereo on those bonds, so that is what they get here.
+    Names outside the vocabulary get ``fallback``, and so does the table's extra last entry,
+    which ``take(..., mode="clip")`` gives values newer than this RDKit.
     """
-    try:
-        return bond_to_feature_vector(bond)
-    except ValueError:
-        if str(bond.GetStereo()) in _OGB_BOND_STEREO:
-            raise MoleculeError(f"bond features failed for bond {bond.GetIdx()}") from None
-        return [
-            safe_index(allowable_features["possible_bond_type_list"], str(bond.GetBondType())),
-            0,  # STEREONONE
-            allowable_features["possible_is_conjugated_list"].index(bond.GetIsConjugated()),
-        ]
+    names = {int(value): str(value) for value in enum.values.values()}
+    table = np.full(max(names) + 2, fallback, dtype=np.int64)
+    for code, name in names.items():
+        if name in vocabulary:
+            table[code] = vocabulary.index(name)
+    return table
+
+
+def _misc(key: str) -> int:
+    return len(OGB_ALLOWABLE_FEATURES[key]) - 1
+
+
+_CHIRALITY = _enum_lookup(
+    Chem.ChiralType, OGB_ALLOWABLE_FEATURES["possible_chirality_list"], _misc("possible_chirality_list")
+)
+_HYBRIDIZATION = _enum_lookup(
+    Chem.HybridizationType, OGB_ALLOWABLE_FEATURES["possible_hybridization_list"], _misc("possible_hybridization_list")
+)
+_BOND_TYPE = _enum_lookup(
+    Chem.BondType, OGB_ALLOWABLE_FEATURES["possible_bond_type_list"], _misc("possible_bond_type_list")
+)
+# OGB has no entry (its list.index raises) for stereo values newer than its vocabulary, such as
+# the atropisomers (STEREOATROPCW/CCW) RDKit >= 2024.03 perceives from CXSMILES wedges; the RDKit
+# the reference used reported no stereo on those bonds, so they count as STEREONONE
+_BOND_STEREO = _enum_lookup(Chem.BondStereo, OGB_ALLOWABLE_FEATURES["possible_bond_stereo_list"], 0)
+
+# atom columns in OGB's order: the RDKit getter, then ``raw + offset``, kept when in
+# ``0..high``, else the column's "misc" index (chirality and hybridization go through a table first)
+_ATOM_GETTERS = (
+    Atom.GetAtomicNum, Atom.GetChiralTag, Atom.GetTotalDegree, Atom.GetFormalCharge, Atom.GetTotalNumHs,
+    Atom.GetNumRadicalElectrons, Atom.GetHybridization, Atom.GetIsAromatic, Atom.IsInRing,
+)
+_ATOM_OFFSET = np.array([-1, 0, 0, 5, 0, 0, 0, 0, 0], dtype=np.int64)[:, None]
+_ATOM_HIGH = np.array([117, 4, 10, 10, 8, 4, 5, 1, 1], dtype=np.int64)[:, None]
+_ATOM_MISC = np.array([118, 4, 11, 11, 9, 5, 5, 1, 1], dtype=np.int64)[:, None]
+_BOND_GETTERS = (Bond.GetBeginAtomIdx, Bond.GetEndAtomIdx, Bond.GetBondType, Bond.GetStereo, Bond.GetIsConjugated)
+
+
+def atom_features(mol: Chem.Mol) -> np.ndarray:
+    """``[N, 9]`` int64: OGB's ``atom_to_feature_vector`` of every atom."""
+    atoms = list(map(mol.GetAtomWithIdx, range(mol.GetNumAtoms())))
+    raw = np.array([list(map(getter, atoms)) for getter in _ATOM_GETTERS], dtype=np.int64).reshape(9, -1)
+    raw[1] = _CHIRALITY.take(raw[1], mode="clip")
+    raw[6] = _HYBRIDIZATION.take(raw[6], mode="clip")
+    raw += _ATOM_OFFSET
+    return np.where((raw < 0) | (raw > _ATOM_HIGH), _ATOM_MISC, raw).T.copy()
+
+
+def bond_graph(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
+    """``edge_index [2, 2B]`` and ``edge_attr [2B, 3]`` (int64): both directions of every bond,
+    in bond order (i→j, then j→i), with OGB's ``bond_to_feature_vector``."""
+    bonds = list(map(mol.GetBondWithIdx, range(mol.GetNumBonds())))
+    raw = np.array([list(map(getter, bonds)) for getter in _BOND_GETTERS], dtype=np.int64).reshape(5, -1)
+    edge_index = np.empty((2, 2 * raw.shape[1]), dtype=np.int64)
+    edge_index[:, 0::2] = raw[:2]
+    edge_index[:, 1::2] = raw[1::-1]
+    features = np.stack([_BOND_TYPE.take(raw[2], mode="clip"), _BOND_STEREO.take(raw[3], mode="clip"), raw[4]], 1)
+    return edge_index, features.repeat(2, axis=0)
 
 
 def mol_to_data(
@@ -75,43 +143,38 @@ def mol_to_data(
         raise MoleculeError("molecule has no atoms")
     if max_atoms is not None and n > max_atoms:
         raise MoleculeError(f"{n} atoms exceed the limit of {max_atoms}")
-    try:
-        x = np.asarray([atom_to_feature_vector(a) for a in mol.GetAtoms()], dtype=np.int64)
-    except Exception as err:  # ogb raises on elements outside its vocabulary
+    try:  # RDKit raises on unsanitised molecules (implicit valence not computed)
+        x = atom_features(mol)
+    except Exception as err:  # noqa: BLE001  (any RDKit failure is this record's error)
         raise MoleculeError(f"atom features failed: {err}") from err
+    try:
+        edge_index, edge_attr = bond_graph(mol)
+    except Exception as err:  # noqa: BLE001
+        raise MoleculeError(f"bond features failed: {err}") from err
 
-    pairs, features = [], []
-    for bond in mol.GetBonds():
-        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        feats = _bond_features(bond)
-        pairs += ((i, j), (j, i))
-        features += (feats, feats)
-    edge_index = np.array(pairs, dtype=np.int64).reshape(-1, 2).T.copy()
-    edge_attr = np.array(features, dtype=np.int64).reshape(-1, 3)
-
-    pos = torch.zeros(n, 3)
-    has_pos = False
+    pos = None
     if use_coordinates and mol.GetNumConformers() > 0:
         try:
             conf = mol.GetConformer(conformer_id)
         except ValueError as err:  # RDKit: "Bad Conformer Id"
             raise MoleculeError(f"no conformer {conformer_id}: {err}") from err
-        coords = torch.tensor(conf.GetPositions(), dtype=torch.float32)
-        if not torch.isfinite(coords).all():
-            raise MoleculeError("coordinates contain NaN or inf")
-        if coords.abs().max() > MAX_COORDINATE:  # squared distances would overflow fp32 near 1e19
+        coords = conf.GetPositions()  # float64 [N, 3]; numpy: torch's per-call overhead is 10x here
+        extent = np.abs(coords).max()  # NaN propagates
+        if not extent <= MAX_COORDINATE:  # squared distances would overflow fp32 near 1e19
+            if not extent <= _FLOAT32_MAX:
+                raise MoleculeError("coordinates contain NaN or inf")
             raise MoleculeError(f"coordinates beyond ±{MAX_COORDINATE:g} Å")
         # a conformer RDKit marks 2D (a molfile drawn in 2D, Compute2DCoords) is a depiction,
         # not a geometry: reading it as 3D would feed flat layout coordinates to the 3D channel
         if conf.Is3D():
-            pos, has_pos = coords, True
+            pos = torch.from_numpy(coords.astype(np.float32))
 
     return Data(
         x=torch.from_numpy(x),
         edge_index=torch.from_numpy(edge_index),
         edge_attr=torch.from_numpy(edge_attr),
-        pos=pos,
-        has_pos=torch.tensor([has_pos]),
+        pos=torch.zeros(n, 3) if pos is None else pos,
+        has_pos=torch.tensor([pos is not None]),
         num_nodes=n,
     )
 
@@ -131,4 +194,7 @@ def heavy_atom_formula(mol: Chem.Mol) -> str:
     return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
 
 
-__all__ = ["MoleculeError", "mol_from_smiles", "mol_to_data", "smiles_to_data", "heavy_atom_formula"]
+__all__ = [
+    "MoleculeError", "mol_from_smiles", "mol_to_data", "smiles_to_data", "heavy_atom_formula",
+    "atom_features", "bond_graph", "OGB_ALLOWABLE_FEATURES",
+]

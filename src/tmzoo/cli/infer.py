@@ -2,57 +2,92 @@
 
 Writes one CSV row per input record, in input order. A record that cannot be parsed or
 featurised gets an empty prediction and the reason in ``error``; the rest are predicted.
+A front end over what ``tmzoo predict`` runs: :class:`~tmzoo.datamodules.FilesDataModule`
+(records featurised in worker processes, streamed in chunks) and
+:class:`~tmzoo.tasks.PredictionWriter` (rows written as they complete, ``--resume``),
+through Lightning's ``Trainer.predict``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
+import logging
 import os
 import sys
-import tempfile
+import warnings
 from pathlib import Path
 
+import lightning as L
 import torch
-from torch_geometric.data import Batch, Data
-from tqdm import tqdm
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tmzoo.checkpoints import ModelBundle, load_bundle
-from tmzoo.chem.molecule import MoleculeError
-from tmzoo.data.transforms import transformer_m_transform
-from tmzoo.io.featurize import MODES, featurize_record
-from tmzoo.io.records import file_kind, read_records
-from tmzoo.models import Mode, TransformerM
-
-MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
-
-
-class _Pending:
-    """Featurised records waiting to be predicted together."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-        self.graphs: list[Data] = []
-        self.modes: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.graphs)
+from tmzoo.datamodules.files import FilesDataModule
+from tmzoo.io.featurize import MODES
+from tmzoo.io.files import DamagedInputError, check_output
+from tmzoo.io.records import file_kind
+from tmzoo.models import TransformerM
+from tmzoo.tasks.writer import PredictionWriter
 
 
-def _predict(model: ModelBundle, pending: _Pending, device: torch.device) -> None:
-    batch = Batch.from_data_list(pending.graphs).to(device)
-    modes = torch.tensor(pending.modes, device=device) if isinstance(model.encoder, TransformerM) else None
-    with torch.no_grad():
-        values = model.predict(batch, modes).float().cpu()
-    names = model.target_names
-    for row, value in zip(pending.rows, values):
-        if not torch.isfinite(value).all():
-            row["error"] = "prediction is not finite"
-            continue
-        row["prediction"] = f"{value[0].item():.9g}"
-        if len(names) > 1:
-            for name, v in zip(names, value.tolist()):
-                row[f"prediction_{name}"] = f"{v:.9g}"
+class BundlePredictor(L.LightningModule):
+    """A checkpoint's model (``ModelBundle``) as a LightningModule for ``Trainer.predict``."""
+
+    def __init__(self, bundle: ModelBundle):
+        super().__init__()
+        self.bundle = bundle
+        self.per_record_modes = isinstance(bundle.encoder, TransformerM)
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.bundle.target_names)
+
+    def predict_step(self, batch, batch_idx: int):
+        modes = batch.mode.view(-1) if self.per_record_modes else None
+        return self.bundle.predict(batch, modes).float()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Featurisation processes: the cores left beside the predicting process, 1 to 4."""
+    return max(1, min(4, _cores() - 1))
+
+
+@contextlib.contextmanager
+def _threads_beside(workers: int):
+    """The model's CPU threads on the cores the loader workers leave free (at least one):
+    more threads than cores make every process wait on the others."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, _cores() - workers)) if workers else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _accelerator(device: str) -> tuple[str, int | list[int]]:
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps`` -> Lightning's ``(accelerator, devices)``."""
+    kind, _, number = device.partition(":")
+    kind = {"cuda": "gpu"}.get(kind.lower(), kind.lower())
+    return kind, [int(number)] if number else 1
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """No Lightning banners or loader advice: ``tmzoo infer`` chooses its own loader settings."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
 
 def run_inference(
@@ -66,81 +101,58 @@ def run_inference(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    workers: int | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Predict every record of ``input_path`` into the CSV ``output``; returns counts."""
+    """Predict every record of ``input_path`` into the CSV ``output``; returns the writer's counts.
+
+    Raises ``FileNotFoundError``/``ValueError``/``OSError`` for the files themselves, and
+    :class:`~tmzoo.io.files.DamagedInputError` for a damaged compressed input, after writing
+    the rows read before the damage.
+    """
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     file_kind(input_path)
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
-    model = load_bundle(checkpoint).to(device)
-    transform = transformer_m_transform(**model.featurization)
-    model_has_3d = bool(getattr(model.encoder, "use_3d", True))
-    names = model.target_names
-    columns = ["index", "name", "smiles", "mode", "prediction"]
-    if len(names) > 1:
-        columns += [f"prediction_{n}" for n in names]
-    columns.append("error")
-
-    rows: list[dict] = []
-    pending = _Pending()
-    for record in tqdm(read_records(input_path), desc="predicting", unit="mol", disable=not progress):
-        row = {"index": record.index, "name": record.name, "smiles": record.smiles, "mode": "",
-               "prediction": "", "error": ""}
-        rows.append(row)
-        try:
-            data = featurize_record(record, transform, mode, model_has_3d, max_atoms, conformers, seed)
-            m = Mode(int(data.mode))
-        except MoleculeError as err:
-            row["error"] = str(err)
-            continue
-        except Exception as err:  # an unexpected failure stays with its record
-            row["error"] = f"featurisation failed: {type(err).__name__}: {err}"
-            continue
-        row["mode"] = MODE_NAMES[m]
-        pending.rows.append(row)
-        pending.graphs.append(data)
-        pending.modes.append(int(m))
-        if len(pending) >= batch_size:
-            _predict(model, pending, torch.device(device))
-            pending = _Pending()
-    if len(pending):
-        _predict(model, pending, torch.device(device))
-
-    _write_csv(rows, columns, Path(output))
-    failed = [r for r in rows if r["error"]]
-    return {"records": len(rows), "predicted": len(rows) - len(failed), "failed": len(failed),
-            "failed_indices": [r["index"] for r in failed]}
-
-
-def _write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        if path.exists():
-            print(f"tmzoo infer: replacing existing {path}", file=sys.stderr)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    check_output(output, input_path)
+    bundle = load_bundle(checkpoint)
+    workers = default_workers() if workers is None else workers
+    data = FilesDataModule(
+        str(input_path), mode=mode, conformers=conformers, seed=seed, max_atoms=max_atoms, batch_size=batch_size,
+        num_workers=workers,
+    )
+    data.apply_model(bundle)
+    writer = PredictionWriter(str(output), resume=resume, progress=progress)
+    accelerator, devices = _accelerator(device)
+    with _quiet_lightning(), _threads_beside(workers if accelerator == "cpu" else 0):
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, precision="32-true", logger=False, callbacks=[writer],
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )
+        trainer.predict(BundlePredictor(bundle), datamodule=data, return_predictions=False)
+    return writer.summary
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tmzoo infer", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="tmzoo .ckpt or released Transformer-M .pt")
-    parser.add_argument("--input", required=True, help=".sdf (coordinates used), .smi or .csv (smiles column)")
+    parser.add_argument("--input", required=True, help=".sdf (coordinates used), .smi or .csv (smiles column); "
+                        "gzipped files are streamed")
     parser.add_argument("--output", required=True, help="CSV to write (one row per input record)")
     parser.add_argument("--mode", choices=MODES, default="auto",
-                        help="auto: 2D+3D with coordinates, 2D otherwise (default)")
-    parser.add_argument("--batch-size", type=int, default=64)
+                        help="auto: the checkpoint's evaluation mode; else 2D+3D with coordinates, 2D without (default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="records per chunk (and per model batch)")
     parser.add_argument("--max-atoms", type=int, default=512, help="records with more atoms are reported")
     parser.add_argument("--conformers", action="store_true",
                         help="embed an RDKit conformer (ETKDG+MMFF) for inputs without coordinates")
     parser.add_argument("--seed", type=int, default=0, help="seed of the conformer embedding")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"featurisation processes (0: in the main process; default {default_workers()})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run from the rows already in OUTPUT.partial")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -148,12 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers is not None and args.workers < 0:
+        print("tmzoo infer: error: --workers must be 0 or more", file=sys.stderr)
+        return 2
     try:
         summary = run_inference(
             args.checkpoint, args.input, args.output, mode=args.mode, batch_size=args.batch_size,
             max_atoms=args.max_atoms, conformers=args.conformers, seed=args.seed, device=args.device,
-            progress=not args.quiet,
+            progress=not args.quiet, workers=args.workers, resume=args.resume,
         )
+    except DamagedInputError as err:
+        print(f"tmzoo infer: error: {err}", file=sys.stderr)
+        return 1
+    except SIGTERMException as err:
+        print("tmzoo infer: stopped by SIGTERM; continue with --resume", file=sys.stderr)
+        return int(err.code)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"tmzoo infer: error: {err}", file=sys.stderr)
         return 2

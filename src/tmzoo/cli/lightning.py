@@ -13,6 +13,16 @@ Loggers: a ``CSVLogger`` always (under ``trainer.default_root_dir``); ``--wandb 
 ``wandb sync`` later) unless ``WANDB_API_KEY`` is set and W&B's server can be reached, or
 ``WANDB_MODE`` says otherwise. The resolved config is saved beside the logs.
 
+The encoder owns the featurisation: its ``multi_hop_max_dist`` and ``reference_compatible``
+(or those of the ``pretrained`` file the encoder is built from) are written into the data's
+``max_hops`` / ``reference_compatible`` before anything is built — one place to switch.
+
+Runs resume: ``fit --ckpt_path last`` continues the newest run under
+``trainer.default_root_dir`` in its own folder (``lightning_logs/version_N``, checkpoints in
+its ``checkpoints/``); SIGTERM (preemption) saves ``last.ckpt`` there and exits with status 143.
+Without a logger (``--trainer.logger=false``) a ``LearningRateMonitor`` is dropped, with a note.
+``--trainer.precision`` ``*-true`` (pure half precision) is refused: use ``bf16-mixed``.
+
 ``--ckpt_path`` is read with ``weights_only=True`` by default (``--weights_only false`` to
 override for a trusted foreign checkpoint).
 """
@@ -25,13 +35,20 @@ import sys
 import warnings
 from typing import Any
 
+from pathlib import Path
+
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tmzoo.datamodules.base import MoleculeDataModule
-from tmzoo.tasks.data_info import describe_data
+from tmzoo.tasks.data_info import describe_data, encoder_featurization
+
+#: exit status of a run stopped by SIGTERM (after saving its checkpoint), as a shell reports it
+SIGTERM_EXIT = 143
 
 
 def wandb_online() -> bool:
@@ -54,6 +71,35 @@ def _mentions_wandb(logger_config: Any) -> bool:
     return "wandb" in str(logger_config).lower()
 
 
+class CheckpointOnSigterm(Callback):
+    """On SIGTERM (a preempted job) save ``last.ckpt`` where ``--ckpt_path last`` finds it.
+
+    Lightning stops the loop at the end of the current batch, so the saved state is a
+    consistent one to resume from exactly; the CLI then exits with status 143.
+    """
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        rank_zero_warn(f"SIGTERM: checkpoint saved to {path}; resume with --ckpt_path last")
+
+
+def last_checkpoint_path(trainer) -> Path:
+    """``last.ckpt`` of the run's first ``ModelCheckpoint`` (its folder), else ``<log dir>/checkpoints``."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+def newest_last_checkpoint(root: Path) -> Path | None:
+    """The newest ``lightning_logs/version_*/checkpoints/last*.ckpt`` under ``root``."""
+    found = [p for p in root.glob("lightning_logs/version_*/checkpoints/last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 class TmzooCLI(LightningCLI):
     """LightningCLI with the ``data_info`` link, default loggers and W&B flags."""
 
@@ -74,6 +120,18 @@ class TmzooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self._subconfig()
+        self._resume_version: str | None = None
+        _refuse_pure_half_precision(cfg)
+        _link_featurization(cfg)
+        if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
+            root = Path(cfg.get("trainer", {}).get("default_root_dir") or os.getcwd())
+            last = newest_last_checkpoint(root)
+            if last is not None:  # continue that run in its own folder
+                cfg["ckpt_path"] = str(last)
+                self._resume_version = last.parent.parent.name
+                rank_zero_info(f"resuming {last}")
+            else:
+                rank_zero_info(f"no last checkpoint under {root}/lightning_logs: starting from step 0")
         if "weights_only" in cfg and cfg.get("weights_only") is None:
             # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
             # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
@@ -85,6 +143,12 @@ class TmzooCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
         config["logger"] = self._loggers(config)
+        if config["logger"] is False and config.get("callbacks"):
+            kept = [c for c in config["callbacks"] if not isinstance(c, LearningRateMonitor)]
+            if len(kept) != len(config["callbacks"]):
+                rank_zero_info("no logger (--trainer.logger=false): the LearningRateMonitor is dropped")
+            config["callbacks"] = kept
+        callbacks = [*callbacks, CheckpointOnSigterm()]
         return super()._instantiate_trainer(config, callbacks)
 
     def _loggers(self, config: dict[str, Any]) -> list[Logger] | bool:
@@ -94,7 +158,7 @@ class TmzooCLI(LightningCLI):
         loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, (list, tuple)) else [logger]
         save_dir = config.get("default_root_dir") or os.getcwd()
         if not any(isinstance(lg, CSVLogger) for lg in loggers):
-            loggers.insert(0, CSVLogger(save_dir=save_dir))
+            loggers.insert(0, CSVLogger(save_dir=save_dir, version=getattr(self, "_resume_version", None)))
         cfg = self._subconfig()
         if cfg.get("wandb") and not any(isinstance(lg, WandbLogger) for lg in loggers):
             offline = os.environ.get("WANDB_MODE") == "offline"
@@ -102,21 +166,89 @@ class TmzooCLI(LightningCLI):
         return loggers
 
 
+def _refuse_pure_half_precision(cfg) -> None:
+    precision = str(cfg.get("trainer", {}).get("precision") or "")
+    if precision.endswith("-true") and precision not in ("32-true", "64-true"):
+        raise ValueError(
+            f"--trainer.precision {precision} is not supported: tmzoo keeps LayerNorm statistics and "
+            "the 3D Gaussian basis in fp32, which pure half precision cannot; use "
+            "--trainer.precision bf16-mixed (or 16-mixed)"
+        )
+
+
+def _encoder_of(init) -> tuple[str | None, dict]:
+    """``(class_path, init_args)`` of the configured encoder, or of the ``pretrained`` file's
+    (with ``encoder_args`` on top) when the config gives none."""
+    encoder = init.get("encoder")
+    if encoder is not None and encoder.get("init_args") is not None:
+        return encoder.get("class_path"), dict(encoder["init_args"])
+    if init.get("pretrained"):
+        from tmzoo.tasks.pretrained import encoder_spec, read_encoder_state
+
+        theirs = encoder_spec(read_encoder_state(init["pretrained"])[1]) or {}
+        return theirs.get("class_path"), {**dict(theirs.get("init_args") or {}), **dict(init.get("encoder_args") or {})}
+    return None, {}
+
+
+def _reads_dense_batches(class_path: str | None) -> bool:
+    """Whether an encoder reads padded (dense) batches: its class says so with
+    ``reads_dense_batches`` (``TransformerM``: True); other encoders get PyG ``Batch``es.
+    No encoder class (built from a pretrained file) means Transformer-M."""
+    if not class_path:
+        return True
+    import importlib
+
+    module_name, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name, None)
+    return bool(getattr(cls, "reads_dense_batches", False))
+
+
+def _link_featurization(cfg) -> None:
+    """The data's transform arguments and batch layout follow the encoder (or the pretrained
+    file it is built from)."""
+    init = (cfg.get("model") or {}).get("init_args") or {}
+    class_path, args = _encoder_of(init)
+    data = (cfg.get("data") or {}).get("init_args")
+    if class_path is None or data is None:
+        return
+    settings = encoder_featurization(args)
+    if "dense_batches" in data and not _reads_dense_batches(class_path):
+        settings["dense_batches"] = False
+    for key, value in settings.items():
+        if key in data and data[key] != value:
+            rank_zero_info(f"data follows the encoder: {key}={value} (was {data[key]})")
+        if key in data:
+            data[key] = value
+
+
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> TmzooCLI:
-    """Run ``fit|validate|test|predict`` with ``args`` (``sys.argv[1:]`` when ``None``)."""
+    """Run ``fit|validate|test|predict`` with ``args`` (``sys.argv[1:]`` when ``None``).
+
+    A run stopped by SIGTERM raises ``SystemExit(143)`` after saving its checkpoint.
+    """
     # `tmzoo` hands its own argv over explicitly; Lightning would warn that sys.argv is set too
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return TmzooCLI(
-        L.LightningModule,
-        MoleculeDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        from tmzoo.configs import resolve_config_args  # shipped configs by name
+    except ImportError:
+        pass
+    else:
+        args = resolve_config_args(args)
+    try:
+        return TmzooCLI(
+            L.LightningModule,
+            MoleculeDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException:
+        raise SystemExit(SIGTERM_EXIT) from None
 
 
 if __name__ == "__main__":

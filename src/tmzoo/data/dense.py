@@ -1,31 +1,153 @@
-"""Padded, dense view of a PyG ``Batch`` of molecules, as the Transformer needs it."""
+"""Padded, dense batches of molecules, as the Transformer needs them.
+
+:func:`collate_dense` pads a list of featurised ``Data`` (in the DataLoader's worker
+processes: pass :class:`DenseCollater` as ``collate_fn``); :func:`to_dense` does the same for a
+PyG ``Batch`` already built. Both give a :class:`DenseMolecules` with raw feature values; the
+embedding modules own every vocabulary offset and padding row.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_batch
+
+#: Attributes a featurised molecule carries that :class:`DenseMolecules` pads into fields.
+_STRUCTURE_KEYS = ("x", "degree", "pos", "has_pos", "pair_spd", "pair_path", "edge_index", "edge_attr")
+_TENSOR_FIELDS = ("x", "mask", "degree", "pos", "has_pos", "spd", "path", "y", "idx", "mode")
 
 
 @dataclass
 class DenseMolecules:
-    """Padded molecule tensors. ``mask`` is True on real atoms."""
+    """A padded batch of molecules. ``mask`` is True on real atoms; padding holds zeros
+    (``spd`` −1). Per-molecule ``y``/``idx``/``mode`` are there when the molecules had them,
+    other per-molecule or per-atom attributes (``ligand_mask``, ``name``) in ``extra``.
 
-    x: Tensor  # [B, N, 9] raw OGB atom features
+    Behaves like a PyG ``Batch`` where tasks read it: ``batch.y``, ``"mode" in batch``,
+    ``batch.num_graphs``, ``batch.to(device)``.
+    """
+
+    x: Tensor  # [B, N, 9] long, raw OGB atom features
     mask: Tensor  # [B, N] bool
-    degree: Tensor  # [B, N]
-    pos: Tensor  # [B, N, 3]
+    degree: Tensor  # [B, N] long, bonded neighbours
+    pos: Tensor  # [B, N, 3] float32, zero without coordinates
     has_pos: Tensor  # [B] bool
-    spd: Tensor  # [B, N, N] long, -1 on padding
-    path: Tensor  # [B, N, N, hops, 3] path codes, 0 on padding
-    pair_type: Tensor  # [B, N, N, 2] 3D pair-type rows, (1, 513) on padding
+    spd: Tensor  # [B, N, N] long bond distance (510 between fragments), -1 on padding
+    path: Tensor  # [B, N, N, hops, 3] uint8 path codes (tmzoo.chem.paths), 0 on padding
+    y: Tensor | None = None  # [B, T] float
+    idx: Tensor | None = None  # [B] long, record index in the source
+    mode: Tensor | None = None  # [B] long, per-record mode (users' files)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_graphs(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def pair_type(self) -> Tensor:
+        """``[B, N, N, 2]`` rows of the 3D pair-type tables (for inspection; the model broadcasts)."""
+        from tmzoo.models.geometry import pair_type_rows
+
+        return pair_type_rows(self.x, self.mask)
+
+    def __contains__(self, key: str) -> bool:
+        return getattr(self, key, None) is not None if key in _TENSOR_FIELDS else key in self.extra
+
+    def __getattr__(self, key: str) -> Any:
+        extra = self.__dict__.get("extra", {})
+        if key in extra:
+            return extra[key]
+        if key in ("batch", "edge_index", "edge_attr", "ptr"):
+            raise AttributeError(
+                f"a dense batch has no {key!r}: encoders that read PyG batches (GIN, SchNet) need the "
+                "datamodule's dense_batches=False"
+            )
+        raise AttributeError(key)
+
+    def apply(self, fn) -> "DenseMolecules":
+        """A copy with ``fn`` applied to every tensor (fields and ``extra``)."""
+        done = {f.name: fn(v) for f in fields(self) if isinstance(v := getattr(self, f.name), Tensor)}
+        done["extra"] = {k: fn(v) if isinstance(v, Tensor) else v for k, v in self.extra.items()}
+        return replace(self, **done)
+
+    def to(self, *args, **kwargs) -> "DenseMolecules":
+        """Move/cast like ``Tensor.to``; only floating tensors change dtype."""
+        dtype = kwargs.pop("dtype", None)
+        return self.apply(lambda t: t.to(*args, **kwargs, **({"dtype": dtype} if dtype and t.is_floating_point() else {})))
+
+    def pin_memory(self) -> "DenseMolecules":
+        return self.apply(Tensor.pin_memory)
+
+    def select(self, index: Tensor) -> "DenseMolecules":
+        """The molecules at ``index`` (padding width kept)."""
+        n = self.num_graphs
+        return self.apply(lambda t: t[index] if t.dim() and t.shape[0] == n else t)
+
+    def __len__(self) -> int:
+        return self.num_graphs
+
+
+def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
+    """Pad featurised molecules (``transformer_m_transform`` output) into one :class:`DenseMolecules`."""
+    if not data_list:
+        raise ValueError("cannot collate an empty list of molecules")
+    b = len(data_list)
+    counts = [int(d.num_nodes) for d in data_list]
+    n = max(counts)
+    first = data_list[0]
+    hops = first.pair_path.shape[1]
+    x = torch.zeros(b, n, first.x.shape[-1], dtype=torch.long)
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    degree = torch.zeros(b, n, dtype=torch.long)
+    pos = torch.zeros(b, n, 3)
+    has_pos = torch.zeros(b, dtype=torch.bool)
+    spd = torch.full((b, n, n), -1, dtype=torch.long)
+    path = torch.zeros(b, n, n, hops, first.pair_path.shape[-1], dtype=torch.uint8)
+    for i, (d, k) in enumerate(zip(data_list, counts)):
+        x[i, :k] = d.x
+        mask[i, :k] = True
+        degree[i, :k] = d.degree
+        has_pos[i] = bool(d.has_pos.view(-1)[0])
+        if has_pos[i]:
+            pos[i, :k] = d.pos
+        spd[i, :k, :k] = d.pair_spd.view(k, k)
+        path[i, :k, :k] = d.pair_path.view(k, k, hops, -1)
+    per_graph = {}
+    extra: dict[str, Any] = {}
+    widest = data_list[counts.index(n)]  # a 1-atom molecule cannot tell per-atom from per-molecule
+    for key in first.keys():
+        if key in _STRUCTURE_KEYS:
+            continue
+        values = [d[key] for d in data_list]
+        if not isinstance(values[0], Tensor):
+            extra[key] = values
+        elif key not in ("y", "idx", "mode") and widest.is_node_attr(key):  # per atom
+            padded = values[0].new_zeros(b, n, *values[0].shape[1:])
+            for i, (v, k) in enumerate(zip(values, counts)):
+                padded[i, :k] = v
+            extra[key] = padded
+        else:  # per molecule, [1, ...] each
+            per_graph[key] = torch.cat([v.reshape(1, *v.shape[1:]) if v.dim() else v.view(1) for v in values])
+    y, idx, mode = per_graph.pop("y", None), per_graph.pop("idx", None), per_graph.pop("mode", None)
+    extra.update(per_graph)
+    return DenseMolecules(
+        x=x, mask=mask, degree=degree, pos=pos, has_pos=has_pos, spd=spd, path=path,
+        y=y, idx=None if idx is None else idx.view(-1), mode=None if mode is None else mode.view(-1), extra=extra,
+    )
+
+
+class DenseCollater:
+    """``collate_fn`` for a ``torch.utils.data.DataLoader`` of featurised molecules (picklable)."""
+
+    def __call__(self, data_list: Sequence[Data]) -> DenseMolecules:
+        return collate_dense(data_list)
+
+    def __repr__(self) -> str:
+        return "DenseCollater()"
 
 
 def _dense_pairs(values: Tensor, counts: Tensor, n_max: int, fill) -> Tensor:
@@ -44,22 +166,24 @@ def _dense_pairs(values: Tensor, counts: Tensor, n_max: int, fill) -> Tensor:
 
 
 def to_dense(batch: Batch) -> DenseMolecules:
-    """Turn a PyG batch made by :func:`tmzoo.data.transforms.transformer_m_transform` dense."""
+    """The :class:`DenseMolecules` of a PyG ``Batch`` of featurised molecules (same values as
+    :func:`collate_dense` on its molecules)."""
     counts = torch.bincount(batch.batch, minlength=batch.num_graphs)
     x, mask = to_dense_batch(batch.x, batch.batch, batch_size=batch.num_graphs)
     n_max = x.shape[1]
-    degree, _ = to_dense_batch(batch.degree, batch.batch, batch_size=batch.num_graphs)
+    degree, _ = to_dense_batch(batch.degree.long(), batch.batch, batch_size=batch.num_graphs)
     pos, _ = to_dense_batch(batch.pos.float(), batch.batch, batch_size=batch.num_graphs)
     has_pos = batch.has_pos.view(-1).bool()
     pos = pos * has_pos.view(-1, 1, 1)
+    optional = {k: batch[k].view(-1) for k in ("idx", "mode") if k in batch}
     return DenseMolecules(
-        x=x,
+        x=x.long(),
         mask=mask,
         degree=degree,
         pos=pos,
         has_pos=has_pos,
         spd=_dense_pairs(batch.pair_spd.long(), counts, n_max, -1),
         path=_dense_pairs(batch.pair_path, counts, n_max, 0),
-        pair_type=_dense_pairs(batch.pair_type.long(), counts, n_max, 0)
-        + (x.new_tensor([1, 513]) * (~(mask[:, :, None] & mask[:, None, :]))[..., None]),
+        y=batch.y if "y" in batch else None,
+        **optional,
     )

@@ -1,7 +1,9 @@
 """PyG transforms that precompute the per-molecule, fixed inputs of Transformer-M.
 
 Pair-valued attributes are stored flattened row-major as ``[N*N, ...]`` so that PyG's
-default collation concatenates them; :func:`tmzoo.data.dense.to_dense` unflattens them.
+default collation concatenates them; :mod:`tmzoo.data.dense` pads them into ``[B, N, N, ...]``.
+Values are raw (no vocabulary offsets: the embedding modules own those); the 3D pair types
+are not stored, the model reads them from the atomic numbers.
 """
 
 from __future__ import annotations
@@ -62,19 +64,6 @@ class AddDegree(_ReprArgs):
         return data
 
 
-class AddPairTypes(_ReprArgs):
-    """Adds ``pair_type`` (int16 ``[N*N, 2]``): the 3D pair-type rows ``(Z_i + 2, Z_j + 514)``."""
-
-    def forward(self, data: Data) -> Data:
-        z = data.x[:, 0].numpy().astype(np.int16) + 1  # OGB's first atom feature is Z - 1
-        n = z.shape[0]
-        pairs = np.empty((n, n, 2), dtype=np.int16)
-        pairs[:, :, 0] = (z + 2)[:, None]
-        pairs[:, :, 1] = (z + 514)[None, :]
-        data.pair_type = torch.from_numpy(pairs.reshape(n * n, 2))
-        return data
-
-
 class TransformerMInputs(Compose):
     """A ``Compose`` that copies the input ``Data`` once, not once per transform (hot path)."""
 
@@ -86,6 +75,4 @@ class TransformerMInputs(Compose):
 
 def transformer_m_transform(max_hops: int = 5, reference_compatible: bool = False) -> Compose:
     """Every precomputation Transformer-M needs, in one ``Compose``."""
-    return TransformerMInputs(
-        [AddShortestPaths(max_hops, reference_compatible), AddDegree(), AddPairTypes()]
-    )
+    return TransformerMInputs([AddShortestPaths(max_hops, reference_compatible), AddDegree()])

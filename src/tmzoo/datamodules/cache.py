@@ -1,13 +1,17 @@
 """The on-disk featurisation cache shared by the file-backed datamodules.
 
 A cache folder ``tmzoo-<name>-<key>`` holds a :mod:`~tmzoo.datamodules.storage` store, a
-``failures.csv`` (index, name, reason of every record that could not be featurised) and
-``manifest.json``, written last: a folder without a manifest, or whose files do not match
-the sizes and checksums the manifest lists, is not a cache and is rebuilt. The key hashes
-the featurisation settings (the transform's ``repr``, reader options, a format version) and
-the identity (name, size, mtime) of every source file, so a changed setting or source gives
-a new folder instead of a stale one. Folders are built under a temporary name and renamed
-into place, under a lock file so that concurrent processes (DDP ranks) build once.
+``failures.csv`` (:func:`tmzoo.io.files.write_failures`: index, name, error of every record
+that could not be featurised) and ``manifest.json``, written last: a folder without a
+manifest, or whose files do not match the sizes and checksums the manifest lists, is not a
+cache and is rebuilt. The key hashes the featurisation settings (reader options, a format
+version) and the identity (name, size, mtime) of every source file, so a changed setting or
+source gives a new folder instead of a stale one. Folders are built under a temporary name
+and renamed into place, under a lock file so that concurrent processes (DDP ranks) build once.
+
+A valid cache is read without the lock and without opening anything for writing (a cache in
+a read-only folder of another user works). The lock is a POSIX record lock (``lockf``), which
+forked featurisation workers do not inherit; workers die with the process that started them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import ctypes
 import hashlib
 import itertools
 import json
@@ -22,7 +27,9 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +43,7 @@ from tqdm.auto import tqdm
 
 from tmzoo.chem.molecule import MoleculeError
 from tmzoo.datamodules.storage import GraphStore, GraphWriter, encode, file_checksum
+from tmzoo.io.files import FAILURES_FILE, write_failures
 
 try:
     import fcntl
@@ -44,7 +52,7 @@ except ImportError:  # pragma: no cover - Windows: no lock, atomic rename still 
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: compact dtypes, molecules without pair features, failures.csv "error"
 FULL_CHECK_BYTES = 2 << 30  # caches below 2 GiB are checksummed on every load
 
 
@@ -53,6 +61,10 @@ class RecordMismatchError(RuntimeError):
 
     Raised by a featuriser, it stops the whole build instead of dropping the record.
     """
+
+
+class EmptyCacheError(ValueError):
+    """Every record failed: no cache is left behind, the first errors are in the message."""
 
 
 def user_cache_dir() -> Path:
@@ -85,7 +97,7 @@ class Failure:
     """A record left out of the cache, and why."""
 
     index: int
-    reason: str
+    error: str
     name: str = ""
 
 
@@ -104,9 +116,31 @@ class FeatureCache:
 
 # --------------------------------------------------------------------------- workers
 _FEATURIZE: Callable | None = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(featurize: Callable) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ends this worker when ``parent`` ends: ``PR_SET_PDEATHSIG`` on Linux, and a watchdog
+    thread everywhere (also covers a parent that died before the ``prctl``)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tmzoo-parent-watch", daemon=True).start()
+
+
+def _init_worker(featurize: Callable, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(1)
     global _FEATURIZE
     _FEATURIZE = featurize
@@ -135,8 +169,12 @@ def _results(jobs: Iterable, featurize: Callable, num_proc: int, chunk: int = 64
     the results pile up in memory when the reader or the writer is the slower side.
     """
     if num_proc <= 1:
+        threads = torch.get_num_threads()
         _init_worker(featurize)
-        yield from map(_run, jobs)
+        try:
+            yield from map(_run, jobs)
+        finally:
+            torch.set_num_threads(threads)  # the caller's process keeps its threads
         return
     # fork: workers inherit the imported modules (a fresh interpreter would spend seconds
     # importing torch, RDKit and Lightning); they run single-threaded torch only.
@@ -179,7 +217,8 @@ WORKER_DIED = (
 
 
 def _executor(context, num_proc: int, featurize: Callable) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker, initargs=(featurize,))
+    return ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init_worker,
+                               initargs=(featurize, os.getpid()))
 
 
 def _rerun(batch: list, context, featurize: Callable) -> list:
@@ -210,13 +249,12 @@ def build_cache(
     total: int | None = None,
     num_proc: int = 1,
     description: str = "featurising",
-    failures_file: str = "failures.csv",
     manifest: dict | Callable[[], dict] | None = None,
 ) -> FeatureCache:
     """Featurises ``jobs`` (``(index, name, payload)``) into ``folder``, atomically.
 
     ``featurize(payload)`` returns a ``Data`` or raises :class:`MoleculeError` (the record
-    is listed in the failures file) or :class:`RecordMismatchError` (the build stops).
+    is listed in ``failures.csv``) or :class:`RecordMismatchError` (the build stops).
     Runs in ``num_proc`` worker processes; prints the count and rate when done.
     ``manifest``: extra manifest fields, or a function giving them once ``jobs`` is consumed.
     """
@@ -240,18 +278,26 @@ def build_cache(
                     continue
                 writer.append(data)
         files = writer.close()
+        if writer.count == 0 and failures:
+            raise EmptyCacheError(
+                f"{description}: none of the {len(failures)} records could be featurised; "
+                "first errors: " + "; ".join(
+                    f"record {f.index}{f' ({f.name})' if f.name else ''}: {f.error}" for f in failures[:3])
+            )
         seconds = time.perf_counter() - start
         attempted = writer.count + len(failures)
-        _write_failures(temporary / failures_file, failures)
-        files[failures_file] = _describe(temporary / failures_file)
+        store_bytes = sum(entry["size"] for entry in files.values())
+        write_failures(temporary / FAILURES_FILE, [(f.index, f.name, f.error) for f in failures])
+        files[FAILURES_FILE] = _describe(temporary / FAILURES_FILE)
         info = dict((manifest() if callable(manifest) else manifest) or {})
         info.update(
             format=CACHE_FORMAT,
             count=writer.count,
             failures=len(failures),
-            failures_file=failures_file,
+            failures_file=FAILURES_FILE,
             layout=writer.layout,
             files=files,
+            bytes_per_molecule=round(store_bytes / max(writer.count, 1), 1),
             seconds=round(seconds, 2),
             molecules_per_second=round(attempted / max(seconds, 1e-9), 1),
             num_proc=num_proc,
@@ -266,7 +312,7 @@ def build_cache(
     message = (
         f"{description}: {writer.count} molecules in {seconds:.1f} s "
         f"({info['molecules_per_second']:.0f} molecules/s, {num_proc} process(es)); "
-        f"{len(failures)} failed (listed in {folder / failures_file})"
+        f"{len(failures)} failed (listed in {folder / FAILURES_FILE})"
     )
     log.info(message)
     print(message, file=sys.stderr)
@@ -283,25 +329,17 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(partial, path)
 
 
-def _write_failures(path: Path, failures: list[Failure]) -> None:
-    with open(path, "w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["index", "name", "reason"])
-        for failure in failures:
-            out.writerow([failure.index, failure.name, failure.reason])
-
-
 def _read_failures(path: Path) -> list[Failure]:
-    with open(path, newline="") as handle:
-        return [Failure(int(r["index"]), r["reason"], r["name"]) for r in csv.DictReader(handle)]
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [Failure(int(r["index"]), r["error"], r["name"]) for r in csv.DictReader(handle)]
 
 
 # ------------------------------------------------------------------------- loading
-def load_cache(folder: Path, verify: str = "auto") -> FeatureCache | None:
+def load_cache(folder: Path, verify: str = "auto", report: bool = True) -> FeatureCache | None:
     """The cache in ``folder``, or ``None`` when it is missing, incomplete or corrupted.
 
     ``verify``: ``"size"`` checks file sizes, ``"full"`` also checksums, ``"auto"`` checksums
-    caches below 2 GiB.
+    caches below 2 GiB. Opens nothing for writing. ``report``: say why a cache is invalid.
     """
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
@@ -322,8 +360,9 @@ def load_cache(folder: Path, verify: str = "auto") -> FeatureCache | None:
                 raise ValueError(f"{name} does not match its checksum")
         failures = _read_failures(folder / manifest["failures_file"])
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
-        log.warning("cache %s is invalid (%s); it will be rebuilt", folder, err)
-        print(f"cache {folder} is invalid ({err}); rebuilding", file=sys.stderr)
+        if report:
+            log.warning("cache %s is invalid (%s); it will be rebuilt", folder, err)
+            print(f"cache {folder} is invalid ({err}); rebuilding", file=sys.stderr)
         return None
     store = GraphStore(folder, manifest["layout"], manifest["count"])
     return FeatureCache(folder, store, failures, manifest)
@@ -331,18 +370,33 @@ def load_cache(folder: Path, verify: str = "auto") -> FeatureCache | None:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-    """Exclusive lock on ``.<folder name>.lock`` beside ``folder`` (no-op without fcntl)."""
+    """Exclusive lock on ``.<folder name>.lock`` beside ``folder`` (no-op without fcntl).
+
+    A POSIX record lock (``lockf``): it belongs to this process only, so worker processes
+    forked while it is held do not keep it alive, and it ends with the process (SIGKILL too).
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+    path = folder.parent / f".{folder.name}.lock"
+    with _THREAD_LOCKS_GUARD:  # POSIX locks do not exclude threads of one process
+        thread_lock = _THREAD_LOCKS.setdefault(str(path.resolve()), threading.Lock())
+    with thread_lock:
+        if fcntl is None:  # pragma: no cover
             yield
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 def load_or_build(
@@ -355,18 +409,39 @@ def load_or_build(
 ) -> FeatureCache:
     """Loads the cache in ``folder``, building it from ``jobs()`` when it is not valid.
 
-    ``total`` (for the progress bar) may be a callable, then only called when building.
+    A valid cache is loaded without taking the lock (nothing is opened for writing); the
+    lock is taken only to build. ``total`` (for the progress bar) may be a callable, then
+    only called when building.
     """
     folder = Path(folder)
+
+    def build() -> FeatureCache:
+        if callable(build_options.get("total")):
+            build_options["total"] = build_options["total"]()
+        return build_cache(folder, jobs(), featurize, **build_options)
+
+    return load_or_run(folder, build, verify=verify)
+
+
+def load_or_run(
+    folder: Path, build: Callable[[], FeatureCache], *, verify: str = "auto", force: bool = False
+) -> FeatureCache:
+    """The valid cache in ``folder``, else the one ``build()`` writes there, under the folder's
+    lock (so concurrent processes build once) after removing what killed builds left.
+
+    ``force``: build even when a valid cache is there (PyG's ``force_reload``).
+    """
+    folder = Path(folder)
+    cache = None if force else load_cache(folder, verify=verify, report=False)
+    if cache is not None:
+        return cache
     with folder_lock(folder):
-        cache = load_cache(folder, verify=verify)
+        cache = None if force else load_cache(folder, verify=verify)
         if cache is not None:
             return cache
         for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds
             shutil.rmtree(stale, ignore_errors=True)
-        if callable(build_options.get("total")):
-            build_options["total"] = build_options["total"]()
-        return build_cache(folder, jobs(), featurize, **build_options)
+        return build()
 
 
 def default_num_proc() -> int:
@@ -380,6 +455,8 @@ def default_num_proc() -> int:
 
 __all__ = [
     "CACHE_FORMAT",
+    "EmptyCacheError",
+    "FAILURES_FILE",
     "FeatureCache",
     "Failure",
     "RecordMismatchError",
@@ -389,6 +466,7 @@ __all__ = [
     "folder_lock",
     "load_cache",
     "load_or_build",
+    "load_or_run",
     "source_identity",
     "user_cache_dir",
 ]

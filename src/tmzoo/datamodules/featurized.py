@@ -1,51 +1,36 @@
-"""Base of the file-backed datamodules: a featurisation cache, split views, train statistics.
+"""Base of the file-backed datamodules: a PyG dataset, split views, train statistics.
 
-Subclasses say where their files are (:meth:`source_files`), what the records are
-(:meth:`jobs`, :meth:`featurizer`) and how the cached molecules are split
-(:meth:`split_positions`). Everything else — the cache folder and its key, lazy loading when
-a CLI link first reads ``target_mean``, saving the split beside the run — lives here.
+Subclasses create their source's :class:`~tmzoo.datamodules.datasets.MoleculeDataset` (raw
+files, download, featurisation into the on-disk cache) as ``self.dataset`` and say how its
+molecules are split (:meth:`split_positions`). Everything else — lazy loading when a CLI link
+first reads ``target_mean``, the split views, saving the split beside the run — lives here.
+
+The cache holds the molecules as RDKit gives them (atom and bond features, bonds,
+coordinates, targets, record index); the split datasets apply ``transformer_m_transform``
+(shortest paths, edge paths, degree) on each access, i.e. in the loader's worker processes,
+so ``max_hops`` and the path mode are not part of the cache key.
+``cache_pairs=True`` caches the transformed molecules instead (for GPU nodes short of CPUs).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import logging
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
 from tmzoo.datamodules.base import MoleculeDataModule, target_statistics
-from tmzoo.datamodules.cache import (
-    FeatureCache,
-    cache_key,
-    default_num_proc,
-    load_or_build,
-    user_cache_dir,
-)
+from tmzoo.datamodules.cache import FeatureCache
+from tmzoo.datamodules.datasets import MoleculeDataset
 from tmzoo.datamodules.splits import SplitView, save_split
+from tmzoo.io.files import FAILURES_FILE
 
 log = logging.getLogger(__name__)
 
 
-FEATURISATION_MODULES = ("tmzoo.chem.molecule", "tmzoo.chem.paths", "tmzoo.data.transforms")
-
-
-def featurisation_code_digest() -> str:
-    """Hash of the source of the shared featurisation code (atom/bond features, paths,
-    transforms): editing it gives new cache keys instead of stale caches. Dataset readers
-    carry their own ``READER_VERSION``."""
-    hasher = hashlib.sha256()
-    for name in FEATURISATION_MODULES:
-        hasher.update(Path(importlib.import_module(name).__file__).read_bytes())
-    return hasher.hexdigest()[:16]
-
-
 class FeaturizedDataModule(MoleculeDataModule):
-    """A datamodule whose molecules are featurised once into an on-disk cache.
+    """A datamodule over a :class:`MoleculeDataset`: splits, loaders and statistics.
 
     Args:
         root: folder of the raw files (``None``: the subclass's embedded demo data).
@@ -53,11 +38,15 @@ class FeaturizedDataModule(MoleculeDataModule):
             else ``$TMZOO_CACHE`` / ``~/.cache/tmzoo``.
         num_proc: featurisation worker processes (default: the usable cores, at most 32).
         verify_cache: ``auto`` (checksums below 2 GiB), ``size`` or ``full``.
+        cache_pairs: cache the pair features too (≈7x the disk on PCQM4Mv2; for GPU nodes
+            whose loader workers cannot keep up with the transform); default: computed on access.
+        loader_options: the loader settings of ``MoleculeDataModule`` (``batch_by_size``,
+            ``max_atoms_per_batch``, ``dense_batches``).
     """
 
-    cache_name = "molecules"
-    failures_file = "failures.csv"
+    failures_file = FAILURES_FILE
     drop_coordinates_in: tuple[str, ...] = ()  # splits evaluated without coordinates
+    dataset: MoleculeDataset
 
     def __init__(
         self,
@@ -69,32 +58,24 @@ class FeaturizedDataModule(MoleculeDataModule):
         num_workers: int = 0,
         max_hops: int = 5,
         reference_compatible: bool = False,
+        cache_pairs: bool = False,
+        **loader_options,
     ):
-        super().__init__(batch_size, num_workers, max_hops, reference_compatible)
+        super().__init__(batch_size, num_workers, max_hops, reference_compatible, **loader_options)
+        self.cache_pairs = cache_pairs
         self.root = Path(root).expanduser() if root is not None else None
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
-        self.num_proc = num_proc if num_proc is not None else default_num_proc()
+        self.cache_dir = cache_dir
+        self.num_proc = num_proc
         self.verify_cache = verify_cache
-        self.cache: FeatureCache | None = None
         self.positions: dict[str, np.ndarray] = {}
 
+    def dataset_options(self) -> dict:
+        """Keyword arguments of the subclass's dataset common to every source."""
+        return {"transform": self.access_transform(), "pre_transform": self.cached_transform(),
+                "cache_dir": self.cache_dir, "num_proc": self.num_proc,
+                "verify_cache": self.verify_cache, "lazy": True}
+
     # ------------------------------------------------------------ subclass hooks
-    def source_files(self) -> list[Path]:
-        """The raw files whose identity is part of the cache key."""
-        raise NotImplementedError
-
-    def cache_settings(self) -> dict:
-        """Reader options that change the featurised molecules (part of the cache key)."""
-        return {}
-
-    def jobs(self) -> Iterable[tuple[int, str, Any]]:
-        """``(record index, name, payload)`` for each record to featurise."""
-        raise NotImplementedError
-
-    def featurizer(self) -> Callable[[Any], Any]:
-        """A picklable ``payload -> Data`` (raises ``MoleculeError`` for bad records)."""
-        raise NotImplementedError
-
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
         """Cache positions of each split ("train", "val", "test", optionally "predict")."""
         raise NotImplementedError
@@ -103,62 +84,23 @@ class FeaturizedDataModule(MoleculeDataModule):
         """Columns of the cached ``y`` that are this datamodule's targets (``None``: all)."""
         return None
 
-    def manifest_extra(self) -> dict:
-        """Fields added to the manifest once the jobs are consumed (e.g. skip counts)."""
-        return {}
-
-    def job_count(self) -> int | None:
-        """Number of jobs, for the progress bar (``None`` when unknown)."""
-        return None
-
     # ------------------------------------------------------------------- cache
-    def settings(self) -> dict:
-        """Everything that defines the featurised molecules (hashed into the cache key)."""
-        return {
-            "dataset": self.cache_name,
-            "transform": repr(self.transform()),
-            "reader": self.cache_settings(),
-            "featurisation_code": featurisation_code_digest(),
-        }
+    def cached_transform(self):
+        """The transform applied before caching (``cache_pairs``), else ``None``."""
+        return self.transform() if self.cache_pairs else None
+
+    def access_transform(self):
+        """The transform the split datasets apply on each access (``None`` with ``cache_pairs``)."""
+        return None if self.cache_pairs else self.transform()
 
     @property
     def cache_folder(self) -> Path:
-        """``<cache dir>/tmzoo-<name>-<key>``."""
-        key = cache_key(self.settings(), self.source_files())
-        return self._cache_parent() / f"tmzoo-{self.cache_name}-{key}"
-
-    def _cache_parent(self) -> Path:
-        if self.cache_dir is not None:
-            return self.cache_dir
-        if self.root is not None:
-            processed = self.root / "processed"
-            writable = processed if processed.exists() else self.root
-            if os.access(writable, os.W_OK):
-                return processed
-            log.info("%s is read-only; caching under %s", self.root, user_cache_dir())
-        return user_cache_dir()
+        """The dataset's cache folder (``processed_dir``)."""
+        return self.dataset.cache_folder
 
     def load(self) -> FeatureCache:
         """The featurised molecules, built on first use (in ``num_proc`` processes)."""
-        if self.cache is None:
-            self.cache = load_or_build(
-                self.cache_folder,
-                self.jobs,
-                self.featurizer(),
-                verify=self.verify_cache,
-                total=self.job_count,  # counted only when the cache is built
-                num_proc=self.num_proc,
-                description=f"featurising {self.cache_name}",
-                failures_file=self.failures_file,
-                manifest=lambda: {"settings": self.settings(), **self.manifest_extra()},
-            )
-            if self.cache.failures:
-                log.warning(
-                    "%d %s records could not be featurised; listed in %s",
-                    len(self.cache.failures), self.cache_name,
-                    self.cache.folder / self.failures_file,
-                )
-        return self.cache
+        return self.dataset.load()
 
     # ------------------------------------------------------------------ splits
     def prepare_data(self) -> None:
@@ -180,7 +122,8 @@ class FeaturizedDataModule(MoleculeDataModule):
         self.positions = self.split_positions(cache)
         columns = self.target_columns()
         self.splits = {
-            name: SplitView(cache.store, positions, columns, name in self.drop_coordinates_in)
+            name: SplitView(cache.store, positions, columns, name in self.drop_coordinates_in,
+                            transform=self.dataset.transform)
             for name, positions in self.positions.items()
         }
 
@@ -193,7 +136,7 @@ class FeaturizedDataModule(MoleculeDataModule):
         """Writes the record indices of every split to ``folder/filename``."""
         self._ensure_ready()
         split = {name: self.record_indices(name) for name in self.positions}
-        path = save_split(Path(folder) / filename, split, dataset=self.cache_name,
+        path = save_split(Path(folder) / filename, split, dataset=self.dataset.name,
                           cache=self.load().folder.name, **self.split_info())
         log.info("split saved to %s", path)
         return path

@@ -1,29 +1,50 @@
-"""Users' own molecule files (``.smi``, ``.csv``, ``.sdf``) as a datamodule for ``tmzoo predict``."""
+"""Users' own molecule files (``.smi``, ``.csv``, ``.sdf``, optionally gzipped) as a datamodule
+for prediction: ``tmzoo predict`` and ``tmzoo infer`` both read files through it."""
 
 from __future__ import annotations
 
-import csv
-import logging
+import contextlib
+import dataclasses
+import inspect
 import os
+import warnings
 from pathlib import Path
 
-from tmzoo.chem.molecule import MoleculeError
+from torch.utils.data import DataLoader
+
+from tmzoo.data.stream import RecordStream, pass_through
+from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.datamodules.base import MoleculeDataModule
-from tmzoo.io.featurize import featurize_record
+from tmzoo.io.featurize import MODES, RecordFeaturizer, wants_hydrogens
+from tmzoo.io.files import DamagedInputError
 from tmzoo.io.records import file_kind, read_records
 
-log = logging.getLogger(__name__)
+_TRANSFORM_ARGS = tuple(inspect.signature(transformer_m_transform).parameters)
 
 
 class FilesDataModule(MoleculeDataModule):
-    """Predict-only datamodule over one user file.
+    """Predict-only datamodule streaming one user file (see :class:`tmzoo.data.stream.RecordStream`).
+
+    Batches are chunks of ``batch_size`` consecutive records, featurised in ``num_workers``
+    loader processes and delivered in input order; each carries ``rows`` (index, name, smiles,
+    mode, error) for every record of the chunk, failures included, which
+    :class:`tmzoo.tasks.PredictionWriter` writes as one CSV row per record. Memory stays
+    bounded whatever the file size.
 
     Args:
         path: ``.sdf`` (coordinates used), ``.smi`` or ``.csv`` with a ``smiles`` column.
-        mode: ``auto`` (2D+3D with coordinates, else 2D), ``2d``, ``3d`` or ``2d3d``.
+        mode: ``auto`` (the checkpoint's evaluation mode; else 2D+3D with coordinates and 2D
+            without), ``2d``, ``3d`` or ``2d3d``.
         conformers: embed a seeded ETKDG+MMFF conformer for records without coordinates.
         max_atoms: records with more atoms are reported, not predicted.
-        failures_csv: where records that cannot be featurised are listed (default beside ``path``).
+        hydrogens: explicit hydrogens, as a model trained on them needs (added to SMILES, kept
+            from SDF); otherwise hydrogens are removed.
+        eval_mode: the evaluation mode the model was validated in (``2d``, ``3d``, ``2d3d``),
+            applied when ``mode`` is ``auto``.
+        model_has_3d: whether the model has a 3D channel (``auto`` reads everything in 2D otherwise).
+        checkpoint: a tmzoo or released checkpoint whose recorded featurisation (hops, path mode,
+            hydrogens), evaluation mode and target names replace the arguments above. Without it,
+            the checkpoint a trainer restores (``tmzoo predict --ckpt_path``) is read the same way.
     """
 
     def __init__(
@@ -33,57 +54,114 @@ class FilesDataModule(MoleculeDataModule):
         conformers: bool = False,
         seed: int = 0,
         max_atoms: int = 512,
-        failures_csv: str | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         max_hops: int = 5,
         reference_compatible: bool = False,
+        hydrogens: bool = False,
+        eval_mode: str | None = None,
+        model_has_3d: bool = True,
+        checkpoint: str | None = None,
     ):
         super().__init__(batch_size, num_workers, max_hops, reference_compatible)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.path = Path(path)
         self.mode = mode
         self.conformers = conformers
         self.seed = seed
         self.max_atoms = max_atoms
-        self.failures_csv = Path(failures_csv) if failures_csv else self.path.with_name(self.path.name + ".failures.csv")
-        self.failures: list[tuple[int, str, str]] = []
+        self.featurization["hydrogens"] = bool(hydrogens)
+        self.eval_mode = eval_mode
+        self.model_has_3d = model_has_3d
+        self.start_index = 0  # first record streamed; set by PredictionWriter(resume=True)
+        self.checkpoint = checkpoint
+        self._applied_checkpoint = None
+        if checkpoint is not None:
+            from tmzoo.checkpoints import load_bundle
+
+            self.apply_model(load_bundle(checkpoint))
+
+    def apply_model(self, bundle) -> None:
+        """Take the featurisation and evaluation mode recorded with a model (a ``ModelBundle``)."""
+        featurization = dict(getattr(bundle, "featurization", None) or {})
+        transform_args = getattr(bundle, "transform_args", None)
+        if transform_args is None:
+            transform_args = {k: v for k, v in featurization.items() if k in _TRANSFORM_ARGS}
+        self.featurization = {**dict(transform_args), "hydrogens": wants_hydrogens(featurization.get("hydrogens", False))}
+        self.eval_mode = getattr(bundle, "eval_mode", None)
+        self.model_has_3d = bool(getattr(bundle.encoder, "use_3d", True))
+        self._target_names = [str(n) for n in getattr(bundle, "target_names", None) or []] or None
+
+    @property
+    def target_names(self) -> list[str]:
+        """The model's targets when a checkpoint was given (so ``predict`` keeps their names), else ``y``."""
+        return list(getattr(self, "_target_names", None) or ["y"])
 
     @property
     def has_coordinates(self) -> bool:
         return self.mode != "2d" and (self.conformers or file_kind(self.path) == ".sdf")
 
+    def transform(self):
+        return transformer_m_transform(**self.transform_args)
+
+    @property
+    def transform_args(self) -> dict:
+        return {k: v for k, v in self.featurization.items() if k in _TRANSFORM_ARGS}
+
+    def featurizer(self) -> RecordFeaturizer:
+        """Record -> graph with this datamodule's settings."""
+        return RecordFeaturizer(
+            mode=self.mode, transform_args=self.transform_args, hydrogens=bool(self.featurization.get("hydrogens")),
+            eval_mode=self.eval_mode, model_has_3d=self.model_has_3d, max_atoms=self.max_atoms,
+            conformers=self.conformers, seed=self.seed,
+        )
+
+    def prediction_settings(self) -> dict:
+        """What a prediction's rows depend on besides the model: the input file (path, size,
+        modification time), the featurisation and the chunk size (``PredictionWriter`` refuses to
+        resume rows computed with other settings)."""
+        stat = self.path.stat()
+        return {"input": os.path.realpath(self.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                "batch_size": self.batch_size, "featurizer": dataclasses.asdict(self.featurizer())}
+
     def setup(self, stage: str | None = None) -> None:
-        if "predict" in self.splits:
-            return
-        transform = self.transform()
-        graphs, self.failures = [], []
-        for record in read_records(self.path):
-            try:
-                graphs.append(featurize_record(record, transform, self.mode, True, self.max_atoms, self.conformers, self.seed))
-            except MoleculeError as err:
-                self.failures.append((record.index, record.name, str(err)))
-            except Exception as err:  # an unexpected failure stays with its record
-                self.failures.append((record.index, record.name, f"featurisation failed: {type(err).__name__}: {err}"))
-        self.splits = {"predict": graphs, "test": graphs}
-        if self.failures or self.failures_csv.exists():  # a stale list from an earlier run is replaced
-            self._write_failures()
-        if self.failures:
-            log.warning(
-                "%d of %d records of %s cannot be featurised; listed in %s",
-                len(self.failures), len(graphs) + len(self.failures), self.path, self.failures_csv,
-            )
-
-    def _write_failures(self) -> None:
+        """Check the file itself (exists, known type, CSV header) before any worker starts."""
         try:
-            self.failures_csv.parent.mkdir(parents=True, exist_ok=True)
-            self._write_failures_file()
-        except OSError as err:
-            log.warning("cannot write %s (%s); the records that failed: %s", self.failures_csv, err, self.failures)
+            with contextlib.closing(read_records(self.path, select=lambda index: index == 0)) as records:
+                next(records, None)
+        except DamagedInputError:
+            pass  # reported by the stream, after the rows it can read
 
-    def _write_failures_file(self) -> None:
-        partial = self.failures_csv.with_name(self.failures_csv.name + ".partial")
-        with open(partial, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["index", "name", "error"])
-            writer.writerows(self.failures)
-        os.replace(partial, self.failures_csv)
+    def _apply_restored_checkpoint(self, trainer) -> None:
+        """The featurisation recorded in the checkpoint ``trainer`` restored the model from
+        (``tmzoo predict --ckpt_path``), as ``tmzoo infer`` applies it; loaders are made after the restore."""
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        if self.checkpoint is not None or not path or path == self._applied_checkpoint:
+            return
+        from tmzoo.checkpoints import load_bundle
+
+        try:
+            bundle = load_bundle(path)
+        except ValueError as err:  # e.g. a Lightning checkpoint saved without tmzoo's spec
+            warnings.warn(f"{path}: no recorded featurisation ({err}); the datamodule's own settings are used")
+            return
+        self.apply_model(bundle)
+        self._applied_checkpoint = path
+
+    def stream(self) -> RecordStream:
+        trainer = getattr(self, "trainer", None)
+        self._apply_restored_checkpoint(trainer)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return RecordStream(self.path, self.featurizer(), self.batch_size, self.start_index, rank, world)
+
+    def predict_dataloader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.stream(),
+            batch_size=None,
+            collate_fn=pass_through,
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+            in_order=True,  # chunks come back in input order
+        )

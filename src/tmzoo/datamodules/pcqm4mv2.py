@@ -22,7 +22,7 @@ from rdkit import Chem
 
 from tmzoo.chem.molecule import MoleculeError, heavy_atom_formula, mol_to_data
 from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
-from tmzoo.datamodules.demo import demo_root
+from tmzoo.datamodules.datasets import MoleculeDataset
 from tmzoo.datamodules.download import download_pcqm4mv2
 from tmzoo.datamodules.featurized import FeaturizedDataModule
 from tmzoo.datamodules.readers import (
@@ -73,8 +73,9 @@ def first_mismatch(blocks, smiles: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def featurize_pcqm4mv2(payload: tuple[str, str | None, float], transform):
-    """Row (SMILES, SDF record or ``None``, gap) -> featurised ``Data`` with ``y [1, 1]``."""
+def featurize_pcqm4mv2(payload: tuple[str, str | None, float], transform=None):
+    """Row (SMILES, SDF record or ``None``, gap) -> ``Data`` with ``y [1, 1]`` (``transform``
+    applied if given)."""
     smiles, block, gap = payload
     if block is None:
         mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) else None
@@ -82,6 +83,8 @@ def featurize_pcqm4mv2(payload: tuple[str, str | None, float], transform):
             raise MoleculeError(f"RDKit cannot parse SMILES {smiles!r}")
         data = mol_to_data(mol, use_coordinates=False)
     else:
+        if getattr(block, "error", ""):  # an SdfBlock the reader could not frame
+            raise MoleculeError(block.error)
         mol = Chem.MolFromMolBlock(block)  # SDMolSupplier's defaults: sanitise, remove Hs
         expected = smiles_heavy_formula(smiles)
         if expected is None:
@@ -96,71 +99,64 @@ def featurize_pcqm4mv2(payload: tuple[str, str | None, float], transform):
             raise MoleculeError("RDKit cannot sanitise the SDF record")
         data = mol_to_data(mol)
     data.y = torch.tensor([[gap]], dtype=torch.float32)
-    return transform(data)
+    return data if transform is None else transform(data)
 
 
-class PCQM4Mv2DataModule(FeaturizedDataModule):
-    """PCQM4Mv2 for pretraining: HOMO-LUMO gap (eV) and 3D training coordinates.
+class PCQM4Mv2Dataset(MoleculeDataset):
+    """PCQM4Mv2 as a PyG dataset: every row of ``data.csv.gz`` (``y [1, 1]``, the HOMO-LUMO gap
+    in eV, NaN where unknown), with the training SDF's graph and coordinates where it has one.
 
-    Splits from ``split_dict.pt``: train, val = ``valid`` (2D only, the PCQM4Mv2 protocol),
-    test = predict = ``test_split``. :meth:`write_test_submission` writes OGB's file.
-
-    Args:
-        root: folder with the official layout; ``None`` reads the embedded 1,700-molecule sample.
-        test_split: ``test-dev`` (default), ``test-challenge`` or ``valid``.
-        download: fetch the official files into ``root`` when they are missing.
+    ``root`` holds OGB's layout (``pcqm4m-v2/raw/data.csv.gz``, ``pcqm4m-v2/split_dict.pt``,
+    optionally ``pcqm4m-v2-train.sdf[.gz]``); ``None`` reads the embedded 1,700-molecule sample.
+    ``download=True`` fetches the missing files from OGB's URLs (SHA-256 checked, see
+    :mod:`~tmzoo.datamodules.download`). :meth:`split` gives OGB's split by record index.
+    Other arguments: :class:`MoleculeDataset`.
     """
 
-    cache_name = "pcqm4mv2"
-    drop_coordinates_in = ("val", "test", "predict")
+    name = "pcqm4mv2"
+    demo = "pcqm4mv2"
 
-    def __init__(
-        self,
-        root: str | None = None,
-        test_split: str = "test-dev",
-        download: bool = False,
-        cache_dir: str | None = None,
-        num_proc: int | None = None,
-        verify_cache: str = "auto",
-        batch_size: int = 256,
-        num_workers: int = 0,
-        max_hops: int = 5,
-        reference_compatible: bool = False,
-    ):
-        super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
-                         max_hops, reference_compatible)
-        if test_split not in TEST_SPLITS:
-            raise ValueError(f"test_split must be one of {TEST_SPLITS}, not {test_split!r}")
-        self.test_split = test_split
-        self.data_root = self.root if self.root is not None else demo_root("pcqm4mv2")
-        if download and self.root is not None:
-            download_pcqm4mv2(self.root)
-        self.csv_path = self.data_root / "pcqm4m-v2" / "raw" / "data.csv.gz"
-        self.split_path = self.data_root / "pcqm4m-v2" / "split_dict.pt"
-        for path in (self.csv_path, self.split_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: PCQM4Mv2 needs OGB's layout under root; fetch it with "
-                    "tmzoo.datamodules.download.download_pcqm4mv2(root) or `download: true`"
-                )
-        self.sdf_path = find_file(self.data_root, "pcqm4m-v2-train.sdf")
+    def __init__(self, root: str | Path | None = None, transform=None, pre_transform=None, **options):
+        self._rows = None
+        super().__init__(root, transform, pre_transform, **options)
         if self.sdf_path is None:
             log.warning("no pcqm4m-v2-train.sdf in %s: every molecule is 2D", self.data_root)
 
-    # ----------------------------------------------------------------- describe
     @property
-    def target_names(self) -> list[str]:
-        return ["homolumogap"]
+    def raw_dir(self) -> str:
+        return str(self.data_root)
 
     @property
-    def target_units(self) -> list[str]:
-        return ["eV"]
+    def raw_file_names(self) -> list[str]:
+        return ["pcqm4m-v2/raw/data.csv.gz", "pcqm4m-v2/split_dict.pt"]
+
+    def _download(self) -> None:
+        if self.missing_raw_files() and not self.allow_download:
+            raise FileNotFoundError(
+                f"{self.missing_raw_files()[0]} is missing: PCQM4Mv2 needs OGB's layout under root; "
+                "fetch it with tmzoo.datamodules.download.download_pcqm4mv2(root) or `download: true`"
+            )
+        super()._download()
+
+    def download(self) -> None:
+        download_pcqm4mv2(self.raw_dir)
 
     @property
-    def has_coordinates(self) -> bool:
-        return self.sdf_path is not None
+    def csv_path(self) -> Path:
+        return self.data_root / "pcqm4m-v2" / "raw" / "data.csv.gz"
 
-    # -------------------------------------------------------------------- cache
+    @property
+    def split_path(self) -> Path:
+        return self.data_root / "pcqm4m-v2" / "split_dict.pt"
+
+    @property
+    def sdf_path(self) -> Path | None:
+        return find_file(self.data_root, "pcqm4m-v2-train.sdf")
+
+    def split(self) -> dict[str, np.ndarray]:
+        """OGB's split (``train``, ``valid``, ``test-dev``, ``test-challenge``): record indices."""
+        return read_split_dict(self.split_path)
+
     def source_files(self) -> list[Path]:
         return [p for p in (self.csv_path, self.split_path, self.sdf_path) if p is not None]
 
@@ -169,10 +165,10 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
                 "join": "heavy-atom-formula"}
 
     def featurizer(self):
-        return functools.partial(featurize_pcqm4mv2, transform=self.transform())
+        return functools.partial(featurize_pcqm4mv2, transform=self.pre_transform)
 
     def _table(self) -> pd.DataFrame:
-        if getattr(self, "_rows", None) is not None:
+        if self._rows is not None:
             return self._rows
         table = self._rows = pd.read_csv(self.csv_path)
         if not {"smiles", "homolumogap"} <= set(table.columns):
@@ -187,18 +183,19 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
 
         A count that does not match locates the first record out of step and names it.
         """
-        if self.sdf_path is None:
+        sdf = self.sdf_path
+        if sdf is None:
             return 0
-        records = count_sdf_records(self.sdf_path)
+        records = count_sdf_records(sdf)
         train = read_split_dict(self.split_path)["train"]
         if records == len(train) and records <= len(smiles):
             if not np.array_equal(np.sort(train), np.arange(records)):
                 log.warning("the train split is not rows 0..%d that the SDF covers", records - 1)
             return records
-        problem = first_mismatch(iter_sdf_blocks(self.sdf_path), smiles)
+        problem = first_mismatch(iter_sdf_blocks(sdf), smiles)
         where = f"; first bad record: {problem[1]}" if problem else ""
         raise RecordMismatchError(
-            f"{self.sdf_path} has {records} records but the train split has {len(train)} "
+            f"{sdf} has {records} records but the train split has {len(train)} "
             f"molecules (record i must be CSV row i){where}"
         )
 
@@ -212,6 +209,60 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
             block = next(blocks) if index < records else None
             yield index, "", (smiles[index], block, float(gaps[index]))
         self._rows = None  # the table is only needed while building
+
+
+class PCQM4Mv2DataModule(FeaturizedDataModule):
+    """PCQM4Mv2 for pretraining: HOMO-LUMO gap (eV) and 3D training coordinates.
+
+    Splits from ``split_dict.pt``: train, val = ``valid`` (2D only, the PCQM4Mv2 protocol),
+    test = predict = ``test_split``. :meth:`write_test_submission` writes OGB's file.
+
+    Args:
+        root: folder with the official layout; ``None`` reads the embedded 1,700-molecule sample.
+        test_split: ``test-dev`` (default), ``test-challenge`` or ``valid``.
+        download: fetch the official files into ``root`` when they are missing.
+    """
+
+    drop_coordinates_in = ("val", "test", "predict")
+
+    def __init__(
+        self,
+        root: str | None = None,
+        test_split: str = "test-dev",
+        download: bool = False,
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
+        verify_cache: str = "auto",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        max_hops: int = 5,
+        reference_compatible: bool = False,
+        cache_pairs: bool = False,
+        batch_by_size: bool = True,
+        max_atoms_per_batch: int | None = None,
+        dense_batches: bool = True,
+    ):
+        super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
+                         max_hops, reference_compatible, cache_pairs, batch_by_size=batch_by_size,
+                         max_atoms_per_batch=max_atoms_per_batch, dense_batches=dense_batches)
+        if test_split not in TEST_SPLITS:
+            raise ValueError(f"test_split must be one of {TEST_SPLITS}, not {test_split!r}")
+        self.test_split = test_split
+        self.dataset = PCQM4Mv2Dataset(root, download=download and root is not None, **self.dataset_options())
+        self.split_path = self.dataset.split_path
+
+    # ----------------------------------------------------------------- describe
+    @property
+    def target_names(self) -> list[str]:
+        return ["homolumogap"]
+
+    @property
+    def target_units(self) -> list[str]:
+        return ["eV"]
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.dataset.sdf_path is not None
 
     # ------------------------------------------------------------------- splits
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
@@ -273,4 +324,4 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
         return folder / f"y_pred_pcqm4m-v2_{mode}.npz"
 
 
-__all__ = ["PCQM4Mv2DataModule", "featurize_pcqm4mv2", "read_split_dict", "first_mismatch"]
+__all__ = ["PCQM4Mv2DataModule", "PCQM4Mv2Dataset", "featurize_pcqm4mv2", "read_split_dict", "first_mismatch"]

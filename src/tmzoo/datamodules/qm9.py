@@ -21,7 +21,8 @@ from torch_geometric.datasets.qm9 import conversion as PYG_CONVERSION
 
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
 from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
-from tmzoo.datamodules.demo import demo_root
+from tmzoo.datamodules.datasets import MoleculeDataset
+from tmzoo.datamodules.download import download_qm9
 from tmzoo.datamodules.featurized import FeaturizedDataModule
 from tmzoo.datamodules.readers import (
     block_name,
@@ -57,6 +58,17 @@ def read_qm9_targets(csv_path: Path) -> pd.DataFrame:
     missing = set(QM9_TARGETS + ["mol_id"]) - set(table.columns)
     if missing:
         raise ValueError(f"{csv_path} lacks the columns {sorted(missing)}")
+    for column in QM9_TARGETS:
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(numbers.isna().to_numpy() & table[column].notna().to_numpy())
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(
+                f"{csv_path}, row {row + 1} (line {row + 2}, {table['mol_id'].iloc[row]}): "
+                f"{column} is {table[column].iloc[row]!r}, not a number"
+                + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
+            )
+        table[column] = numbers
     values = table[QM9_TARGETS].to_numpy(dtype=np.float64) * PYG_CONVERSION.numpy()
     frame = pd.DataFrame(values, index=table["mol_id"].astype(str), columns=QM9_TARGETS)
     duplicated = frame.index[frame.index.duplicated()]
@@ -87,89 +99,52 @@ def read_uncharacterized(path: Path) -> set[int]:
     return numbers
 
 
-def featurize_qm9(payload: tuple[str, list[float]], transform) -> "Data":  # noqa: F821
-    """SDF record (sanitised, hydrogens kept) + its targets -> featurised ``Data``."""
+def featurize_qm9(payload: tuple[str, list[float]], transform=None) -> "Data":  # noqa: F821
+    """SDF record (sanitised, hydrogens kept) + its targets -> ``Data`` (``transform`` applied if given)."""
     block, targets = payload
+    if getattr(block, "error", ""):  # an SdfBlock the reader could not frame
+        raise MoleculeError(block.error)
     mol = Chem.MolFromMolBlock(block, sanitize=True, removeHs=False)
     if mol is None:
         raise MoleculeError("RDKit cannot sanitise the SDF record")
     data = mol_to_data(mol)
     data.y = torch.tensor([targets], dtype=torch.float32)
     data.name = block_name(block)
-    return transform(data)
+    return data if transform is None else transform(data)
 
 
-class QM9DataModule(FeaturizedDataModule):
-    """QM9 for regression (and pretraining): targets by name, seeded paper-sized split.
+class QM9Dataset(MoleculeDataset):
+    """QM9 as a PyG dataset: every characterised molecule with hydrogens, DFT coordinates and
+    the 19 targets in PyG's column order and units (``y [1, 19]``).
 
-    Args:
-        root: QM9 folder (PyG layout); ``None`` reads the embedded 5,000-molecule demo set.
-        targets: one name or a list, from ``QM9_TARGETS`` (energies in eV, see
-            ``target_units``).
-        seed: seed of the random split.
-        split_sizes: ``[train, valid, test]``; default the paper's (valid 10,000, test
-            10,831) when the data is large enough, else the same fractions.
-        split_file: a ``split.json`` saved by an earlier run (record indices) to reuse.
+    ``root`` holds ``raw/`` (or is the raw folder) with :data:`QM9_FILES`, each possibly
+    gzipped; ``None`` reads the embedded 5,000-molecule demo set. ``download=True`` fetches
+    them from the URLs ``torch_geometric.datasets.QM9`` uses (SHA-256 checked, see
+    :mod:`~tmzoo.datamodules.download`). Other arguments: :class:`MoleculeDataset`.
     """
 
-    cache_name = "qm9"
+    name = "qm9"
+    demo = "qm9"
 
-    def __init__(
-        self,
-        root: str | None = None,
-        targets: str | list[str] = "gap",
-        seed: int = 0,
-        split_sizes: list[int] | None = None,
-        split_file: str | None = None,
-        cache_dir: str | None = None,
-        num_proc: int | None = None,
-        verify_cache: str = "auto",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        max_hops: int = 5,
-        reference_compatible: bool = False,
-    ):
-        super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
-                         max_hops, reference_compatible)
-        self.targets = [targets] if isinstance(targets, str) else list(targets)
-        unknown = [t for t in self.targets if t not in QM9_TARGETS]
-        if unknown or not self.targets:
-            raise ValueError(f"unknown QM9 target(s) {unknown}; choose from {QM9_TARGETS}")
-        self.seed = seed
-        self.sizes = tuple(split_sizes) if split_sizes is not None else None
-        self.split_file = Path(split_file) if split_file is not None else None
-        self.raw_dir = self._find_raw_dir(self.root if self.root is not None else demo_root("qm9"))
+    def __init__(self, root: str | Path | None = None, transform=None, pre_transform=None, **options):
         self.skipped_uncharacterized = 0
+        super().__init__(root, transform, pre_transform, **options)
 
-    @staticmethod
-    def _find_raw_dir(root: Path) -> Path:
+    @property
+    def raw_file_names(self) -> list[str]:
+        return list(QM9_FILES)
+
+    @property
+    def raw_dir(self) -> str:
+        """``root/raw``, or ``root`` itself when it holds the raw files."""
+        root = self.data_root
         for folder in (root / "raw", root):
             if all(find_file(folder, name) for name in QM9_FILES):
-                return folder
-        raise FileNotFoundError(
-            f"QM9 needs {', '.join(QM9_FILES)} (optionally .gz) in {root / 'raw'}; "
-            "download them as torch_geometric.datasets.QM9 does"
-        )
+                return str(folder)
+        return str(root / "raw")
 
-    # ----------------------------------------------------------------- describe
-    @property
-    def target_names(self) -> list[str]:
-        return list(self.targets)
-
-    @property
-    def target_units(self) -> list[str]:
-        return [QM9_UNITS[t] for t in self.targets]
-
-    @property
-    def has_coordinates(self) -> bool:
-        return True
-
-    def target_columns(self) -> list[int]:
-        return [QM9_TARGETS.index(t) for t in self.targets]
-
-    # -------------------------------------------------------------------- cache
-    def source_files(self) -> list[Path]:
-        return [find_file(self.raw_dir, name) for name in QM9_FILES]
+    def download(self) -> None:
+        download_qm9(self.raw_dir)
 
     def cache_settings(self) -> dict:  # bump READER_VERSION when reading changes
         return {"version": READER_VERSION, "sdf": {"sanitize": True, "removeHs": False},
@@ -177,7 +152,7 @@ class QM9DataModule(FeaturizedDataModule):
                 "join": "mol_id"}
 
     def featurizer(self):
-        return functools.partial(featurize_qm9, transform=self.transform())
+        return functools.partial(featurize_qm9, transform=self.pre_transform)
 
     def job_count(self) -> int:
         return count_sdf_records(self.source_files()[0])
@@ -209,6 +184,77 @@ class QM9DataModule(FeaturizedDataModule):
     def manifest_extra(self) -> dict:
         return {"skipped_uncharacterized": self.skipped_uncharacterized}
 
+    @property
+    def skipped(self) -> int:
+        """Uncharacterised molecules left out (from the cache manifest)."""
+        return int(self.load().manifest.get("skipped_uncharacterized", 0))
+
+
+class QM9DataModule(FeaturizedDataModule):
+    """QM9 for regression (and pretraining): targets by name, seeded paper-sized split.
+
+    Args:
+        root: QM9 folder (PyG layout); ``None`` reads the embedded 5,000-molecule demo set.
+        targets: one name or a list, from ``QM9_TARGETS`` (energies in eV, see
+            ``target_units``).
+        seed: seed of the random split.
+        split_sizes: ``[train, valid, test]``, one of them may be ``null`` for "the rest"
+            (e.g. ``[30000, 5000, null]``); default the paper's (valid 10,000, test 10,831)
+            when the data is large enough, else the same fractions.
+        split_file: a ``split.json`` saved by an earlier run (record indices) to reuse.
+        download: fetch the raw files into ``root`` when they are missing (:class:`QM9Dataset`).
+    """
+
+    hydrogens = True  # QM9's SDF is read with its explicit hydrogens
+
+    def __init__(
+        self,
+        root: str | None = None,
+        targets: str | list[str] = "gap",
+        seed: int = 0,
+        split_sizes: list[int | None] | None = None,
+        split_file: str | None = None,
+        download: bool = False,
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
+        verify_cache: str = "auto",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        max_hops: int = 5,
+        reference_compatible: bool = False,
+        cache_pairs: bool = False,
+        batch_by_size: bool = True,
+        max_atoms_per_batch: int | None = None,
+        dense_batches: bool = True,
+    ):
+        super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
+                         max_hops, reference_compatible, cache_pairs, batch_by_size=batch_by_size,
+                         max_atoms_per_batch=max_atoms_per_batch, dense_batches=dense_batches)
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        unknown = [t for t in self.targets if t not in QM9_TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"unknown QM9 target(s) {unknown}; choose from {QM9_TARGETS}")
+        self.seed = seed
+        self.sizes = tuple(split_sizes) if split_sizes is not None else None
+        self.split_file = Path(split_file) if split_file is not None else None
+        self.dataset = QM9Dataset(root, download=download, **self.dataset_options())
+
+    # ----------------------------------------------------------------- describe
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.targets)
+
+    @property
+    def target_units(self) -> list[str]:
+        return [QM9_UNITS[t] for t in self.targets]
+
+    @property
+    def has_coordinates(self) -> bool:
+        return True
+
+    def target_columns(self) -> list[int]:
+        return [QM9_TARGETS.index(t) for t in self.targets]
+
     # ------------------------------------------------------------------- splits
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
         n = len(cache)
@@ -218,10 +264,12 @@ class QM9DataModule(FeaturizedDataModule):
         positions = random_split(n, sizes, self.seed)
         record = np.asarray(cache.store.column("idx")).reshape(-1)
         path = cache.folder / "splits" / f"seed-{self.seed}-{'-'.join(map(str, sizes))}.json"
+        if path.is_file():  # saved by an earlier run: a cache may be shared read-only
+            return positions
         try:
             save_split(path, {k: record[v] for k, v in positions.items()}, seed=self.seed)
         except OSError as err:  # a cache shared read-only: the split is still reproducible
-            log.warning("cannot save the split to %s: %s", path, err)
+            log.info("cannot save the split to %s: %s", path, err)
         return positions
 
     def _positions_from_file(self, cache: FeatureCache) -> dict[str, np.ndarray]:
@@ -244,7 +292,7 @@ class QM9DataModule(FeaturizedDataModule):
     @property
     def skipped(self) -> int:
         """Uncharacterised molecules left out (from the cache manifest)."""
-        return int(self.load().manifest.get("skipped_uncharacterized", 0))
+        return self.dataset.skipped
 
 
-__all__ = ["QM9DataModule", "QM9_TARGETS", "QM9_UNITS", "read_qm9_targets", "featurize_qm9"]
+__all__ = ["QM9DataModule", "QM9Dataset", "QM9_TARGETS", "QM9_UNITS", "read_qm9_targets", "featurize_qm9"]

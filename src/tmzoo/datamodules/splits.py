@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,8 +15,9 @@ from torch_geometric.data import Data
 
 
 class SplitView(Dataset):
-    """The molecules ``positions`` of ``store``, with ``y`` reduced to ``y_columns`` and,
-    when ``drop_coordinates``, the coordinates hidden (``pos`` zeros, ``has_pos`` False)."""
+    """The molecules ``positions`` of ``store``, with ``y`` reduced to ``y_columns``, when
+    ``drop_coordinates`` the coordinates hidden (``pos`` zeros, ``has_pos`` False), then
+    ``transform`` applied (on each access: in the DataLoader's worker processes)."""
 
     def __init__(
         self,
@@ -23,14 +25,25 @@ class SplitView(Dataset):
         positions: Sequence[int],
         y_columns: Sequence[int] | None = None,
         drop_coordinates: bool = False,
+        transform: Callable[[Data], Data] | None = None,
     ):
         self.store = store
         self.positions = np.asarray(positions, dtype=np.int64)
         self.y_columns = None if y_columns is None else list(y_columns)
         self.drop_coordinates = drop_coordinates
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    @cached_property
+    def num_nodes_per_item(self) -> np.ndarray:
+        """Atoms of each molecule of the split (``int64 [len]``), from the store's offsets
+        when it has them (no molecule is decoded), e.g. for size-bucketing batch samplers."""
+        counts = getattr(self.store, "num_nodes_per_item", None)  # a method or an array
+        if counts is not None:
+            return np.asarray(counts() if callable(counts) else counts, dtype=np.int64)[self.positions]
+        return np.asarray([self.store[int(p)].num_nodes for p in self.positions], dtype=np.int64)
 
     def __getitem__(self, index: int) -> Data:
         data = self.store[int(self.positions[index])]
@@ -39,6 +52,8 @@ class SplitView(Dataset):
         if self.drop_coordinates:
             data.pos = torch.zeros_like(data.pos)
             data.has_pos = torch.zeros_like(data.has_pos)
+        if self.transform is not None:
+            data = self.transform(data)
         return data
 
 
@@ -57,8 +72,23 @@ def split_sizes(
     return n - valid - test, valid, test
 
 
-def random_split(n: int, sizes: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
-    """Seeded permutation of ``range(n)`` cut into sorted train/val/test positions."""
+def fill_sizes(sizes, n: int) -> tuple[int, int, int]:
+    """``[train, valid, test]`` with at most one ``None``, which takes the molecules left over."""
+    sizes = list(sizes)
+    if len(sizes) != 3 or sizes.count(None) > 1:
+        raise ValueError(f"split sizes must be [train, valid, test] with at most one null, got {sizes}")
+    if None in sizes:
+        rest = n - sum(s for s in sizes if s is not None)
+        if rest < 0:
+            raise ValueError(f"split sizes {sizes} ask for more than the {n} molecules")
+        sizes[sizes.index(None)] = rest
+    return tuple(int(s) for s in sizes)
+
+
+def random_split(n: int, sizes, seed: int) -> dict[str, np.ndarray]:
+    """Seeded permutation of ``range(n)`` cut into sorted train/val/test positions
+    (``sizes`` as :func:`fill_sizes` takes them)."""
+    sizes = fill_sizes(sizes, n)
     if sum(sizes) != n:
         raise ValueError(f"split sizes {sizes} do not add up to the {n} molecules")
     order = np.random.default_rng(seed).permutation(n)

@@ -5,6 +5,11 @@ concatenation dimension (moved to the front) into ``<name>.bin``; ``<name>.off``
 ``int64`` row offsets, one per molecule plus one. Strings are stored as UTF-8 bytes the same
 way. Reading molecule ``i`` slices every memory map, so a dataset far larger than RAM opens
 instantly and DataLoader workers share the operating system's page cache.
+
+Integer attributes listed in :data:`COMPACT_DTYPES` are stored in a narrower dtype (OGB
+features fit in a byte, local atom numbers in 16 bits) and cast back to the dtype they had
+when read; a value that does not fit is refused (:class:`~tmzoo.chem.molecule.MoleculeError`),
+never truncated.
 """
 
 from __future__ import annotations
@@ -17,12 +22,39 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
+from tmzoo.chem.molecule import MoleculeError
+
 _TENSOR, _STRING, _INT = "tensor", "str", "int"
+
+# attribute -> dtype on disk (read back in the dtype it had: int64 for these)
+COMPACT_DTYPES = {
+    "x": np.uint8,  # OGB atom features: every column < 256
+    "edge_attr": np.uint8,  # OGB bond features
+    "edge_index": np.int16,  # local atom numbers: molecules up to 32,767 atoms
+    "degree": np.uint8,
+}
+
+
+def _compact(name: str, rows: np.ndarray) -> np.ndarray:
+    """``rows`` in the narrower dtype of :data:`COMPACT_DTYPES`; refuses values that do not fit."""
+    narrow = np.dtype(COMPACT_DTYPES[name])
+    if narrow == rows.dtype or rows.size == 0:
+        return rows.astype(narrow, copy=False)
+    if narrow.kind in "iu":
+        info = np.iinfo(narrow)
+        low, high = rows.min(), rows.max()
+        if low < info.min or high > info.max:
+            raise MoleculeError(
+                f"attribute {name!r} holds values {low}..{high}, outside the {narrow} the cache "
+                f"stores it in ({info.min}..{info.max})"
+            )
+    return rows.astype(narrow)
 
 
 def encode(data: Data) -> dict[str, tuple[dict, np.ndarray]]:
     """``Data`` -> ``{name: (spec, rows)}`` with plain numpy rows (cheap to send between
-    processes, unlike tensors, which torch pickles through shared memory)."""
+    processes, unlike tensors, which torch pickles through shared memory); attributes of
+    :data:`COMPACT_DTYPES` narrowed (``spec["load_dtype"]``: the dtype they are read back in)."""
     out = {}
     for name, value in data.items():
         if isinstance(value, str):
@@ -34,8 +66,11 @@ def encode(data: Data) -> dict[str, tuple[dict, np.ndarray]]:
         elif isinstance(value, torch.Tensor):
             dim = data.__cat_dim__(name, value) % value.dim() if value.dim() > 0 else 0
             rows = (value.movedim(dim, 0) if value.dim() > 0 else value.view(1)).contiguous().numpy()
+            load_dtype = str(rows.dtype)
+            if name in COMPACT_DTYPES:
+                rows = _compact(name, rows)
             spec = {"kind": _TENSOR, "dtype": str(rows.dtype), "shape": list(rows.shape[1:]),
-                    "cat_dim": dim, "scalar": value.dim() == 0}
+                    "cat_dim": dim, "scalar": value.dim() == 0, "load_dtype": load_dtype}
         else:
             raise TypeError(f"cannot store attribute {name!r} of type {type(value).__name__}")
         out[name] = (spec, rows)
@@ -141,10 +176,16 @@ class GraphStore(Dataset):
         return maps
 
     def column(self, name: str) -> np.ndarray:
-        """All rows of one attribute concatenated (e.g. ``y`` of every molecule)."""
+        """All rows of one attribute concatenated (e.g. ``y`` of every molecule), as stored."""
         if self._maps is None:
             self._maps = self._open()
         return self._maps[name][0]
+
+    def num_nodes_per_item(self) -> np.ndarray:
+        """Atoms of every molecule (``int64 [count]``), from the offsets of ``x`` (no decoding)."""
+        if self._maps is None:
+            self._maps = self._open()
+        return np.diff(np.asarray(self._maps["x"][1]))
 
     def __getitem__(self, index: int) -> Data:
         if self._maps is None:
@@ -161,7 +202,7 @@ class GraphStore(Dataset):
             elif spec["kind"] == _INT:
                 values[name] = int(rows[0])
             else:
-                tensor = torch.from_numpy(np.array(rows))
+                tensor = torch.from_numpy(np.array(rows, dtype=spec.get("load_dtype", spec["dtype"])))
                 if spec.get("scalar"):
                     tensor = tensor.view(())
                 elif spec["cat_dim"]:
@@ -170,4 +211,4 @@ class GraphStore(Dataset):
         return Data(**values)
 
 
-__all__ = ["encode", "GraphWriter", "GraphStore", "file_checksum"]
+__all__ = ["COMPACT_DTYPES", "encode", "GraphWriter", "GraphStore", "file_checksum"]

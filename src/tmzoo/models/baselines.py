@@ -40,6 +40,8 @@ class GINVirtualNode(nn.Module):
     trains.
     """
 
+    reads_dense_batches = False  # PyG Batch
+
     def __init__(self, num_layers: int = 5, embed_dim: int = 300, dropout: float = 0.0, readout: Readout = "mean"):
         super().__init__()
         if num_layers < 1:
@@ -94,6 +96,8 @@ def radius_pairs(pos: Tensor, batch: Tensor, num_graphs: int, cutoff: float) -> 
 class SchNetEncoder(nn.Module):
     """SchNet (PyG's ``InteractionBlock`` and ``GaussianSmearing``) producing per-atom states;
     token 0 is their ``readout``. Needs coordinates: molecules without them raise."""
+
+    reads_dense_batches = False  # PyG Batch
 
     def __init__(
         self,

@@ -8,6 +8,9 @@ from torch import Tensor, nn
 from tmzoo.data.dense import DenseMolecules
 
 FEATURE_STRIDE = 512  # rows per feature in the shared atom and edge tables
+# Rows, from raw values: atom feature f value v -> v + 2 + 512 f (0 = padding); degree d -> d + 1;
+# bond distance s -> s + 1 (0 = padding); path code c (tmzoo.chem.paths: bond value + 2, 1 = the
+# reference's non-bond hop, 0 = none) of feature f -> c + 1 + 512 f when c >= 2, else c.
 
 
 class AtomEmbedding(nn.Module):
@@ -69,25 +72,28 @@ class Graph2DBias(nn.Module):
     def forward(self, mol: DenseMolecules) -> Tensor:
         """``[B, H, N, N]`` atom–atom bias (SPD + multi-hop edges), before the 2D switch."""
         h = self.num_heads
-        spd_rows = (mol.spd + 1).clamp(0, self.spatial_pos_encoder.num_embeddings - 1)
+        spd = mol.spd.long()
+        spd_rows = (spd + 1).clamp(0, self.spatial_pos_encoder.num_embeddings - 1)
         spd_bias = self.spatial_pos_encoder(spd_rows)  # [B, N, N, H]
 
         path = mol.path.long()
         hops = min(self.multi_hop_max_dist, path.shape[3])
         if self.exact_hop_padding:
-            hops = min(hops, int(mol.spd.max().clamp(min=0)))
+            hops = min(hops, int(spd.max().clamp(min=0)))
         features = path.shape[-1]
         offsets = torch.arange(features, device=path.device) * FEATURE_STRIDE + 1
         rows = torch.where(path >= 2, path + offsets, path)  # bond v -> v + 3 + 512 f; 0, 1 kept
         hop_matrices = self.edge_dis_encoder.weight.view(-1, h, h)[:hops]
-        # mean over features then hop matrix == mean of (table @ W_hop) lookups; no [.., hops, 3, H] tensor
-        edge = spd_bias.new_zeros(spd_bias.shape)
-        for k in range(hops):
-            table = self.edge_encoder.weight @ hop_matrices[k]
-            hop_rows = rows[:, :, :, k]
-            for f in range(features):
-                edge = edge + nn.functional.embedding(hop_rows[..., f], table)
-        edge = edge / features
-        divisor = torch.where(mol.spd > 1, mol.spd, 1).clamp(max=self.multi_hop_max_dist)
+        # mean over features then hop matrix == mean of (table @ W_hop) lookups: one table per hop,
+        # stacked, and one summing lookup of every (hop, feature) row of a pair (no [.., hops, 3, H])
+        table_rows = self.edge_encoder.num_embeddings
+        tables = torch.matmul(self.edge_encoder.weight, hop_matrices).reshape(hops * table_rows, h)
+        hop_offsets = (torch.arange(hops, device=path.device) * table_rows).view(hops, 1)
+        bag = (rows[:, :, :, :hops] + hop_offsets).reshape(spd.numel(), hops * features)
+        if hops:
+            edge = nn.functional.embedding_bag(bag, tables, mode="sum").view(spd_bias.shape) / features
+        else:
+            edge = torch.zeros_like(spd_bias)
+        divisor = torch.where(spd > 1, spd, 1).clamp(max=self.multi_hop_max_dist)
         edge = edge / divisor[..., None].to(edge.dtype)
         return (spd_bias + edge).permute(0, 3, 1, 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +20,31 @@ def pair_geometry(pos: Tensor) -> tuple[Tensor, Tensor]:
     return dist, delta / (dist.unsqueeze(-1) + 1e-5)
 
 
+PAIR_TYPE_STRIDE = 512  # rows of the first atom of a pair; the second atom's rows follow
+PAIR_TYPE_PADDING = 1  # row of a padded atom (the reference's padding value 0, + 1)
+
+
+def atom_type_rows(x: Tensor) -> Tensor:
+    """``[B, N]`` row of each atom in the pair-type tables: ``Z + 2`` (``x`` holds raw OGB atom
+    features, whose first column is ``Z − 1``)."""
+    return x[..., 0].long() + 3
+
+
+def pair_type_rows(x: Tensor, mask: Tensor) -> Tensor:
+    """``[B, N, N, 2]`` pair-type rows ``(Z_i + 2, Z_j + 514)``; ``(1, 513)`` when either atom is padding."""
+    rows = atom_type_rows(x)
+    first, second = torch.broadcast_tensors(rows[:, :, None], rows[:, None, :] + PAIR_TYPE_STRIDE)
+    pairs = torch.stack([first, second], dim=-1)
+    padding = pairs.new_tensor([PAIR_TYPE_PADDING, PAIR_TYPE_PADDING + PAIR_TYPE_STRIDE])
+    return torch.where((mask[:, :, None] & mask[:, None, :])[..., None], pairs, padding)
+
+
+def gaussians(x: Tensor, mean: Tensor, s: Tensor) -> Tensor:
+    """``N(x; μ_k, σ_k)`` for the K kernels, ``σ = |s| + 0.01``; fp32 in, fp32 out."""
+    std = s.abs() + 1e-2
+    return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (_SQRT_2PI * std)
+
+
 class GaussianPairBasis(nn.Module):
     """K Gaussians over an affine map of the distance, the map learned per atom-type pair.
 
@@ -36,14 +60,30 @@ class GaussianPairBasis(nn.Module):
         self.mul = nn.Embedding(num_pair_rows, 1, padding_idx=0)
         self.bias = nn.Embedding(num_pair_rows, 1, padding_idx=0)
 
+    def affine_input(self, dist: Tensor, atom_rows: Tensor, mask: Tensor) -> Tensor:
+        """``γ·d + β`` ``[B, N, N, 1]`` in fp32, as :meth:`forward` computes it for
+        ``pair_type_rows``, but looked up per atom and broadcast rather than per pair."""
+        pad = torch.tensor([PAIR_TYPE_PADDING, PAIR_TYPE_PADDING + PAIR_TYPE_STRIDE], device=atom_rows.device)
+        second = atom_rows + PAIR_TYPE_STRIDE
+        real = (mask[:, :, None] & mask[:, None, :]).unsqueeze(-1)
+
+        def affine(table: nn.Embedding) -> Tensor:
+            pairs = table(atom_rows).float()[:, :, None] + table(second).float()[:, None, :]
+            return torch.where(real, pairs, table(pad).float().sum(0))
+
+        return affine(self.mul) * dist.float().unsqueeze(-1) + affine(self.bias)
+
+    def basis(self, x: Tensor) -> Tensor:
+        """The K Gaussians of the affine input ``x`` ``[..., 1]`` (fp32)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return gaussians(x.float(), self.means.weight.float().view(-1), self.stds.weight.float().view(-1))
+
     def forward(self, dist: Tensor, pair_type: Tensor) -> Tensor:
+        """``[..., K]`` basis of distances ``dist`` for pair-type rows ``pair_type [..., 2]``."""
         with torch.autocast(dist.device.type, enabled=False):
             gamma = self.mul(pair_type).sum(dim=-2).float()
             beta = self.bias(pair_type).sum(dim=-2).float()
-            x = gamma * dist.float().unsqueeze(-1) + beta  # [B, N, N, 1]
-            mean = self.means.weight.float().view(-1)
-            std = self.stds.weight.float().view(-1).abs() + 1e-2
-            return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (_SQRT_2PI * std)
+            return self.basis(gamma * dist.float().unsqueeze(-1) + beta)
 
 
 class Geometry3DBias(nn.Module):
@@ -59,23 +99,21 @@ class Geometry3DBias(nn.Module):
         self.edge_proj = nn.Linear(num_kernels, embed_dim)
         self.recompute = recompute
 
-    def _bias_and_sum(self, dist: Tensor, pair_type: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-        psi = self.gbf(dist, pair_type)  # fp32 [B, N, N, K]
+    def _bias_and_sum(self, dist: Tensor, atom_rows: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(dist.device.type, enabled=False):
+            psi = self.gbf.basis(self.gbf.affine_input(dist, atom_rows, key_mask > 0))  # fp32 [B, N, N, K]
         bias = self.gbf_proj(psi.to(self.gbf_proj.layer1.weight.dtype))
         summed = (psi * key_mask[:, None, :, None]).sum(dim=-2)
         return bias, summed
 
     def _can_fuse(self, dist: Tensor) -> bool:
-        """The fused path covers fp32 without autocast; anything else recomputes by checkpoint."""
-        weight = self.gbf_proj.layer1.weight
-        return weight.dtype == torch.float32 and not torch.is_autocast_enabled(dist.device.type)
+        """The fused path covers fp32 weights (autocast included); others recompute by checkpoint."""
+        return self.gbf_proj.layer1.weight.dtype == torch.float32
 
-    def _fused_bias_and_sum(self, dist: Tensor, pair_type: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _fused_bias_and_sum(self, dist: Tensor, atom_rows: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``_bias_and_sum`` with an analytic backward that recomputes the basis (see below)."""
         gbf, proj = self.gbf, self.gbf_proj
-        gamma = gbf.mul(pair_type).sum(dim=-2).float()
-        beta = gbf.bias(pair_type).sum(dim=-2).float()
-        x = gamma * dist.float().unsqueeze(-1) + beta  # [B, N, N, 1]
+        x = gbf.affine_input(dist, atom_rows, key_mask > 0)  # [B, N, N, 1]
         return _GaussianProjection.apply(
             x, gbf.means.weight.view(-1), gbf.stds.weight.view(-1),
             proj.layer1.weight, proj.layer1.bias, proj.layer2.weight, proj.layer2.bias, key_mask,
@@ -85,21 +123,20 @@ class Geometry3DBias(nn.Module):
         """``bias [B, H, N, N]`` (−inf on padded keys), ``atom_encoding [B, N, C]``, ``direction``."""
         dist, direction = pair_geometry(mol.pos)
         key_mask = mol.mask.to(dist.dtype)
+        atom_rows = atom_type_rows(mol.x)
         if self.recompute and torch.is_grad_enabled() and self._can_fuse(dist):
-            bias, summed = self._fused_bias_and_sum(dist, mol.pair_type, key_mask)
+            bias, summed = self._fused_bias_and_sum(dist, atom_rows, key_mask)
         elif self.recompute and torch.is_grad_enabled():
-            bias, summed = checkpoint(
-                self._bias_and_sum, dist, mol.pair_type, key_mask, use_reentrant=False
-            )
+            bias, summed = checkpoint(self._bias_and_sum, dist, atom_rows, key_mask, use_reentrant=False)
         else:
-            bias, summed = self._bias_and_sum(dist, mol.pair_type, key_mask)
+            bias, summed = self._bias_and_sum(dist, atom_rows, key_mask)
         bias = bias.permute(0, 3, 1, 2).masked_fill(~mol.mask[:, None, None, :], float("-inf"))
         return bias, self.edge_proj(summed.to(self.edge_proj.weight.dtype)), direction
 
 
 class _GaussianProjection(torch.autograd.Function):
-    """Gaussian basis → ``gbf_proj`` and the key-masked sum over j, in fp32, with a hand-written
-    backward that keeps nothing ``[B, N, N, K]``-sized between forward and backward.
+    """Gaussian basis (fp32) → ``gbf_proj`` (fp32, or bf16 under autocast) and the key-masked
+    sum over j (fp32), with a hand-written fp32 backward that keeps nothing ``[B, N, N, K]``-sized between forward and backward.
 
     Same forward ops as ``_bias_and_sum``. Backward recomputes ψ and ``layer1``'s output once
     and applies the chain rule directly (``∂ψ/∂z = −zψ``, ``∂ψ/∂σ = ψ(z² − 1)/σ``), which is
@@ -110,8 +147,7 @@ class _GaussianProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mean, s, w1, b1, w2, b2, key_mask):
-        std = s.abs() + 1e-2
-        psi = torch.exp(-0.5 * ((x - mean) / std) ** 2) / (_SQRT_2PI * std)
+        psi = gaussians(x, mean, s)
         bias = F.linear(F.gelu(F.linear(psi, w1, b1)), w2, b2)
         summed = (psi * key_mask[:, None, :, None]).sum(dim=-2)
         ctx.save_for_backward(x, mean, s, w1, b1, w2, key_mask)
@@ -120,6 +156,8 @@ class _GaussianProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_bias, d_summed):
         x, mean, s, w1, b1, w2, key_mask = ctx.saved_tensors
+        d_bias = d_bias.float()  # under autocast the projection ran in bf16; its gradient is taken in fp32
+        d_summed = None if d_summed is None else d_summed.float()
         k = mean.numel()
         inv = 1.0 / (s.abs() + 1e-2)
         z = (x - mean) * inv  # [B, N, N, K]

@@ -22,7 +22,14 @@ def drop_path(x: Tensor, p: float, training: bool, per_token: bool = False) -> T
 
 
 class BiasedSelfAttention(nn.Module):
-    """Multi-head self-attention whose logits get a ``[B, H, T, T]`` additive bias."""
+    """Multi-head self-attention whose logits get a ``[B, H, T, T]`` additive bias.
+
+    Kernel per device (measured, batch 64 x 17 tokens, width 256, 8 heads, forward + backward):
+    on CUDA, ``scaled_dot_product_attention`` (its memory-efficient kernel takes the additive
+    bias, its gradient and dropout); on CPU, the explicit ``baddbmm`` → softmax → ``bmm``
+    (:meth:`_explicit`), as fast as SDPA in fp32 and faster in bf16 (SDPA's CPU kernel with an
+    arbitrary float mask was up to 4x slower there), with or without dropout.
+    """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.1):
         super().__init__()
@@ -43,7 +50,7 @@ class BiasedSelfAttention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         b, t, c = x.shape
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0.0 and x.device.type == "cpu":
+        if x.device.type == "cpu":
             return self._explicit(x, bias, dropout)
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         # q is scaled before the bias is added, as in the reference; SDPA does exactly that
@@ -51,11 +58,10 @@ class BiasedSelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 
     def _explicit(self, x: Tensor, bias: Tensor, dropout: float) -> Tensor:
-        """The same attention written out, for CPU training with dropout.
+        """The same attention written out (the CPU path).
 
-        SDPA has no fused CPU kernel with dropout, and its fallback makes extra passes over
-        ``[B, H, T, T]``; here q is scaled while still contiguous and the bias is added inside
-        the batched matmul.
+        q is scaled while still contiguous and the bias is added inside the batched matmul;
+        softmax runs in fp32.
         """
         b, t, c = x.shape
         h, d = self.num_heads, self.head_dim
@@ -66,7 +72,9 @@ class BiasedSelfAttention(nn.Module):
         q = heads(self.q_proj(x) * d**-0.5)
         k, v = heads(self.k_proj(x)), heads(self.v_proj(x))
         logits = torch.baddbmm(bias.to(q.dtype).reshape(b * h, t, t), q, k.transpose(1, 2))
-        probs = F.dropout(torch.softmax(logits.float(), dim=-1).to(q.dtype), dropout)
+        probs = torch.softmax(logits.float(), dim=-1).to(q.dtype)
+        if dropout > 0.0:
+            probs = F.dropout(probs, dropout)
         out = torch.bmm(probs, v).view(b, h, t, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import importlib
+import inspect
 import math
-
+from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
-from tmzoo.checkpoints.bundle import module_spec
+from tmzoo.checkpoints.bundle import build_module, module_spec
+from tmzoo.io.files import atomic_write
 from tmzoo.models.output import EncoderOutput, Mode
 from tmzoo.tasks.data_info import DEFAULT_FEATURIZATION, target_names
 from tmzoo.tasks.resume import rng_states, set_rng_states
@@ -23,11 +26,49 @@ from tmzoo.tasks.resume import rng_states, set_rng_states
 HeadFactory = Callable[..., nn.Module]
 EvalMode = Literal["2d3d", "2d", "3d"]
 MODULE_NAMES = ("encoder", "gap_head", "denoising_head", "head")
+MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
 
 
 def build_head(head, *sizes: int) -> nn.Module:
-    """An ``nn.Module`` is used as is; a factory (class, partial) is called with ``sizes``."""
-    return head if isinstance(head, nn.Module) else head(*sizes)
+    """An ``nn.Module`` is used as is; a factory (class, partial) is called with ``sizes``; a
+    ``{"class_path", "init_args"}`` spec of a tmzoo class (a task's saved hyper-parameters) is
+    built with ``sizes`` as its first arguments."""
+    if isinstance(head, nn.Module):
+        return head
+    if isinstance(head, dict) and "class_path" in head:
+        init_args = dict(head.get("init_args") or {})
+        if sizes:
+            cls = _tmzoo_class(head["class_path"])
+            init_args = {**dict(zip(_leading_parameters(cls, len(sizes)), sizes)), **init_args}
+        return build_module({"class_path": head["class_path"], "init_args": init_args})
+    return head(*sizes)
+
+
+def _tmzoo_class(path: str) -> type:
+    """The tmzoo class named ``path`` (no other package is imported from a saved spec)."""
+    if not path.startswith("tmzoo."):
+        raise ValueError(f"saved hyper-parameters name class {path!r}; only tmzoo classes may be rebuilt")
+    module_name, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _leading_parameters(cls: type, count: int) -> list[str]:
+    """Names of the first ``count`` parameters of ``cls.__init__`` (the sizes a task supplies)."""
+    params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    return [p.name for p in params[:count]]
+
+
+def saved_spec(module: nn.Module | None, sizes: int = 0) -> dict | None:
+    """``{"class_path", "init_args"}`` of a module without the first ``sizes`` init args (those
+    the task supplies when it calls the factory), for the task's saved hyper-parameters."""
+    if module is None:
+        return None
+    spec = module_spec(module)
+    if sizes:
+        cls = type(module)
+        for name in _leading_parameters(cls, sizes):
+            spec["init_args"].pop(name, None)
+    return spec
 
 
 class MoleculeTask(L.LightningModule):
@@ -55,17 +96,16 @@ class MoleculeTask(L.LightningModule):
         data_info: dict | None = None,
     ):
         super().__init__()
-        # from the CLI, hparams are the (plain) resolved config, so load_from_checkpoint can rebuild
-        # the task; built in Python, the module and callable arguments are left out
-        from_cli = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=[] if from_cli else [*MODULE_NAMES, "optimizer", "lr_scheduler"])
-        self.encoder = encoder
+        # plain arguments only: modules and callables are written by `saved_hparams` as specs
+        self.save_hyperparameters(ignore=[*MODULE_NAMES, "optimizer", "lr_scheduler"])
+        self.encoder = build_head(encoder)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.data_info = dict(data_info or {})
         self.eval_mode = Mode.parse(eval_mode) if eval_mode is not None else None
         if mode_probs is not None:
-            set_mode_probs(encoder, mode_probs)
+            set_mode_probs(self.encoder, mode_probs)
+        self._test_rows: list[list] = []
 
     # ------------------------------------------------------------------ model
     @property
@@ -80,7 +120,7 @@ class MoleculeTask(L.LightningModule):
             mode = self.eval_mode
         if mode is None:
             return self.encoder(batch)
-        modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=batch.x.device)
+        modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=self.device)
         return self.encoder(batch, modes)
 
     # ------------------------------------------------------------- evaluation
@@ -93,6 +133,19 @@ class MoleculeTask(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+        self._test_rows += test_rows(batch, self(batch), self.target_names)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        """Per-molecule predictions beside the metrics: ``<log dir>/test_predictions.csv``
+        (``index`` = the record in the source file, target and prediction per target)."""
+        log_dir = self._trainer.log_dir if self._trainer is not None else None
+        if log_dir:
+            name = "test_predictions.csv" if self.trainer.world_size == 1 else f"test_predictions.rank{self.global_rank}.csv"
+            write_test_predictions(Path(log_dir) / name, self._test_rows, self.target_names)
+        self._test_rows = []
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self(batch)
@@ -104,14 +157,11 @@ class MoleculeTask(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        if hasattr(scheduler, "total_steps") and scheduler.total_steps is None and self._trainer is not None:
+        if hasattr(scheduler, "set_run_length") and self._trainer is not None:
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError(
-                    "the learning-rate schedule needs a run length: set trainer.max_steps or "
-                    "trainer.max_epochs, or lr_scheduler.init_args.total_steps"
-                )
-            scheduler.total_steps = int(total)
+                total = None
+            scheduler.set_run_length(None if total is None else int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------- checkpoint
@@ -119,24 +169,81 @@ class MoleculeTask(L.LightningModule):
     def target_names(self) -> list[str]:
         return target_names(self.data_info)
 
+    #: (name, sizes the task supplies when it calls the factory) of the modules a task owns
+    module_sizes: dict[str, int] = {"encoder": 0, "gap_head": 1, "denoising_head": 2, "head": 2}
+
     def tmzoo_spec(self) -> dict:
-        """The ``tmzoo`` checkpoint entry (ARCHITECTURE.md, "Checkpoints"): how to rebuild and featurise."""
+        """The ``tmzoo`` checkpoint entry (ARCHITECTURE.md, "Checkpoints"): how to rebuild the
+        model, featurise its inputs (``featurization``) and read them (``eval_mode``)."""
         modules = {n: module_spec(getattr(self, n)) for n in MODULE_NAMES if getattr(self, n, None) is not None}
-        return {
+        spec = {
             "format": 1,
             "task": self.task_name,
             "modules": modules,
-            "featurization": dict(self.data_info.get("featurization") or DEFAULT_FEATURIZATION),
+            "featurization": {**DEFAULT_FEATURIZATION, **(self.data_info.get("featurization") or {})},
             "targets": self.target_names,
         }
+        if self.eval_mode is not None:
+            spec["eval_mode"] = MODE_NAMES[self.eval_mode]
+        return spec
+
+    def saved_hparams(self) -> dict:
+        """The task's arguments as plain data: ``Task.load_from_checkpoint`` rebuilds the model
+        from them alone (modules as ``class_path``/``init_args`` specs; a ``pretrained`` file
+        only seeds a fresh fit, the weights come from the checkpoint)."""
+        cls = type(self)
+        public = importlib.import_module("tmzoo.tasks")
+        path = f"tmzoo.tasks.{cls.__name__}" if getattr(public, cls.__name__, None) is cls else f"{cls.__module__}.{cls.__qualname__}"
+        params = inspect.signature(cls.__init__).parameters
+        hparams = {"_class_path": path}
+        hparams.update({k: v for k, v in self.hparams.items() if k in params and k not in ("optimizer", "lr_scheduler")})
+        for name, sizes in self.module_sizes.items():
+            if name in params:
+                hparams[name] = saved_spec(getattr(self, name, None), sizes)
+        hparams["data_info"] = self.data_info
+        hparams["eval_mode"] = MODE_NAMES[self.eval_mode] if self.eval_mode is not None else None
+        for seed_only in ("pretrained", "encoder_args"):  # already in the encoder spec and weights
+            if seed_only in params:
+                hparams[seed_only] = None
+        return hparams
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tmzoo"] = self.tmzoo_spec()
+        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = self.saved_hparams()
+        checkpoint.pop(self.CHECKPOINT_HYPER_PARAMS_NAME, None)
+        checkpoint.pop(self.CHECKPOINT_HYPER_PARAMS_TYPE, None)
         checkpoint["rng_states"] = rng_states()  # exact resume of mode dropout and noise
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint and self._trainer is not None:  # resuming, not load_from_checkpoint
             set_rng_states(checkpoint["rng_states"])
+        # the model's targets are those it was trained on, not those of the data at hand (a users'
+        # file in `predict` knows none): names and units come from the checkpoint
+        saved = (checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}).get("data_info") or {}
+        names = saved.get("target_names")
+        if names and len(names) == len(self.target_names):
+            self.data_info["target_names"] = list(names)
+            if saved.get("target_units") is not None:
+                self.data_info["target_units"] = saved["target_units"]
+
+
+def test_rows(batch, prediction: Tensor, names: Sequence[str]) -> list[list]:
+    """``[index, target..., prediction...]`` per molecule of a test batch."""
+    pred = prediction.detach().float().cpu().reshape(batch.num_graphs, -1)
+    y = batch.y.detach().float().cpu().reshape(batch.num_graphs, -1)[:, : pred.shape[1]] if "y" in batch else None
+    index = batch.idx.view(-1).tolist() if "idx" in batch else [None] * batch.num_graphs
+    return [[i, *(y[k].tolist() if y is not None else [math.nan] * pred.shape[1]), *pred[k].tolist()]
+            for k, i in enumerate(index)]
+
+
+def write_test_predictions(path: Path, rows: list[list], names: Sequence[str]) -> None:
+    width = (len(rows[0]) - 1) // 2 if rows else len(names)
+    names = list(names) if len(names) == width else [f"y{k}" for k in range(width)]
+    rows = sorted(rows, key=lambda r: (r[0] is None, r[0] or 0))
+    with atomic_write(path) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", *names, *(f"prediction_{n}" for n in names)])
+        writer.writerows([[i, *(f"{v:.9g}" for v in values)] for i, *values in rows])
 
 
 def set_mode_probs(encoder: nn.Module, mode_probs: Sequence[float]) -> None:

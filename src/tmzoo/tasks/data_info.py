@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_FEATURIZATION = {"max_hops": 5, "reference_compatible": False}
+#: Everything about a molecule's featurisation that changes a model's input (recorded in
+#: checkpoints): transform arguments, and whether explicit hydrogens are atoms of the graph.
+DEFAULT_FEATURIZATION = {"max_hops": 5, "reference_compatible": False, "hydrogens": False}
 
 # stored unit -> (unit errors are reported in, factor)
 REPORT_UNITS = {
@@ -38,6 +40,29 @@ def describe_data(datamodule: Any) -> dict:
         value = getattr(datamodule, field, None)
         if value is not None:
             out[field] = _plain(value)
+    if "featurization" in out:
+        out["featurization"] = {**DEFAULT_FEATURIZATION, **out["featurization"],
+                                "hydrogens": keeps_hydrogens(datamodule)}
+    return out
+
+
+def keeps_hydrogens(datamodule: Any) -> bool:
+    """Whether the datamodule's molecules carry explicit hydrogen atoms (QM9 does).
+
+    A datamodule says so with its ``hydrogens`` attribute (``MoleculeDataModule``: False;
+    ``QM9DataModule``: True).
+    """
+    return bool(getattr(datamodule, "hydrogens", False))
+
+
+def encoder_featurization(encoder_args: dict) -> dict:
+    """The transform arguments an encoder's settings need (``{}`` for encoders without a
+    2D path encoding): its ``multi_hop_max_dist`` and ``reference_compatible``."""
+    out = {}
+    if "multi_hop_max_dist" in encoder_args:
+        out["max_hops"] = int(encoder_args["multi_hop_max_dist"])
+    if "reference_compatible" in encoder_args:
+        out["reference_compatible"] = bool(encoder_args["reference_compatible"])
     return out
 
 
@@ -59,6 +84,12 @@ def target_names(info: dict | None, default_count: int = 1) -> list[str]:
         return [str(n) for n in names]
     count = int(info.get("num_targets", default_count))
     return ["y"] if count == 1 else [f"y{i}" for i in range(count)]
+
+
+def metric_suffix(name: str, unit: str) -> str:
+    """``gap_meV`` for a target with a unit, ``logp`` without (metric names carry both)."""
+    unit = "".join(c if c.isalnum() else "_" for c in unit).strip("_")
+    return f"{name}_{unit}" if unit else name
 
 
 def report_units(info: dict | None, count: int) -> list[tuple[str, float]]:

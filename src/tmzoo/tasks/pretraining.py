@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
@@ -12,15 +13,20 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 from torchmetrics import MeanAbsoluteError
 
+from tmzoo.data.dense import DenseMolecules
 from tmzoo.models.heads import GapHead
 from tmzoo.models.output import EncoderOutput, Mode
 from tmzoo.tasks.base import EvalMode, MoleculeTask, build_head, masked_targets
 
 
 def add_coordinate_noise(batch, std: float) -> tuple[object, Tensor]:
-    """A shallow copy of ``batch`` whose ``pos`` has N(0, std²) noise on every atom of every
-    molecule with coordinates; returns ``(noisy_batch, noise [num_nodes, 3])``. ``batch`` is
-    not modified."""
+    """A copy of ``batch`` whose ``pos`` has N(0, std²) noise on every atom of every molecule
+    with coordinates, and the noise: ``[B, N, 3]`` (zero on padding) for a dense batch,
+    ``[num_nodes, 3]`` for a PyG ``Batch``. ``batch`` is not modified."""
+    if isinstance(batch, DenseMolecules):
+        on = (batch.mask & batch.has_pos[:, None]).unsqueeze(-1)
+        noise = torch.randn_like(batch.pos, dtype=torch.float32) * std * on
+        return replace(batch, pos=batch.pos.float() + noise), noise
     has_pos = batch.has_pos.view(-1).bool()[batch.batch]
     noise = torch.randn_like(batch.pos, dtype=torch.float32) * std * has_pos[:, None]
     noisy = copy.copy(batch)
@@ -30,8 +36,11 @@ def add_coordinate_noise(batch, std: float) -> tuple[object, Tensor]:
 
 def denoising_loss(pred: Tensor, noise: Tensor, out: EncoderOutput, batch) -> Tensor:
     """Σ over 3D-only molecules of the mean over atoms of ``1 − cos(pred, noise)`` (not yet
-    divided by the batch size)."""
-    noise_dense, _ = to_dense_batch(noise, batch.batch, batch_size=batch.num_graphs)
+    divided by the batch size). ``noise`` as :func:`add_coordinate_noise` returns it."""
+    if noise.dim() == 3:
+        noise_dense = noise
+    else:
+        noise_dense, _ = to_dense_batch(noise, batch.batch, batch_size=batch.num_graphs)
     cos = F.cosine_similarity(pred.float(), noise_dense.float(), dim=-1)  # [B, N]
     mask = out.atom_mask.to(cos.dtype)
     per_molecule = ((1.0 - cos) * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -46,7 +55,8 @@ class Pretraining(MoleculeTask):
     that has them (only when a denoising head is given); the L1 loss (summed over molecules)
     and the denoising loss (summed over 3D-only molecules) are divided by the batch size
     and added 1:1. Validation/test log the MAE read in 2D-only mode (``mae_2d`` and ``mae``,
-    the PCQM4Mv2 protocol) and in 2D+3D mode over molecules with coordinates (``mae_2d3d``).
+    the PCQM4Mv2 protocol) and, over molecules with coordinates, in 3D-only mode (``mae_3d``)
+    and in 2D+3D mode (``mae_2d3d``).
 
     Args:
         encoder: the encoder (``TransformerM``, ``GINVirtualNode``, ``SchNetEncoder``, ...).
@@ -83,7 +93,7 @@ class Pretraining(MoleculeTask):
         self.noise_std = float(noise_std)
         self.target = int(target)
         self.metrics = nn.ModuleDict(
-            {f"{stage}_{name}": MeanAbsoluteError() for stage in ("val", "test") for name in ("mae", "mae_2d", "mae_2d3d")}
+            {f"{stage}_{name}": MeanAbsoluteError() for stage in ("val", "test") for name in ("mae", "mae_2d", "mae_3d", "mae_2d3d")}
         )
 
     @property
@@ -135,8 +145,9 @@ class Pretraining(MoleculeTask):
         with_pos = known & batch.has_pos.view(-1).bool()
         n_pos = int(with_pos.sum())
         if n_pos and getattr(self.encoder, "use_3d", True):
-            pred_3d = self(batch, Mode.BOTH).squeeze(-1).float()
-            metric = self.metrics[f"{stage}_mae_2d3d"]
-            metric.update(pred_3d[with_pos], y[with_pos])
-            self.log(f"{stage}/mae_2d3d", metric, batch_size=n_pos)
+            for name, mode in (("mae_3d", Mode.ONLY_3D), ("mae_2d3d", Mode.BOTH)):
+                pred = self(batch, mode).squeeze(-1).float()
+                metric = self.metrics[f"{stage}_{name}"]
+                metric.update(pred[with_pos], y[with_pos])
+                self.log(f"{stage}/{name}", metric, batch_size=n_pos)
 
