@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tmzoo-installed
 
-.PHONY: setup demo test test-slow test-all bench bench-quick clean
+.PHONY: setup demo test test-slow test-all bench bench-quick bench-scale clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -22,11 +22,15 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
+# against the reference implementation's own code (../shared/reference; see benchmarks/README.md)
 bench-quick: $(STAMP)
-	$(PY) benchmarks/run.py --quick
+	$(PY) benchmarks/run.py --quick --reference ../shared/reference
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --reference ../shared/reference
+
+bench-scale: $(STAMP)
+	$(PY) benchmarks/scale.py --quick
 
 clean:
 	rm -rf demo-output lightning_logs wandb .pytest_cache
