@@ -208,6 +208,7 @@ class MoleculeTask(L.LightningModule):
         return hparams
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = unshared(checkpoint["state_dict"])
         checkpoint["tmzoo"] = self.tmzoo_spec()
         checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = self.saved_hparams()
         checkpoint.pop(self.CHECKPOINT_HYPER_PARAMS_NAME, None)
@@ -225,6 +226,21 @@ class MoleculeTask(L.LightningModule):
             self.data_info["target_names"] = list(names)
             if saved.get("target_units") is not None:
                 self.data_info["target_units"] = saved["target_units"]
+
+
+def unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with every entry whose memory an earlier entry already holds copied (modules
+    registered twice, e.g. the filter network of PyG's SchNet ``InteractionBlock``, shared by its
+    ``CFConv``): ``tmzoo infer`` refuses checkpoints whose tensors share memory."""
+    seen, out = set(), {}
+    for key, value in state.items():
+        if not isinstance(value, Tensor) or value.numel() == 0:
+            out[key] = value
+            continue
+        memory = (value.device, value.untyped_storage().data_ptr())
+        out[key] = value.clone() if memory in seen else value
+        seen.add(memory)
+    return out
 
 
 def test_rows(batch, prediction: Tensor, names: Sequence[str]) -> list[list]:
