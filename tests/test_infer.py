@@ -103,3 +103,16 @@ def test_checkpoint_with_pickled_command_never_runs(tmp_path):
     assert result.returncode != 0
     assert "refusing" in result.stderr
     assert not marker.exists()
+
+
+def test_a_model_without_2d_channel_refuses_records_without_coordinates():
+    from tmzoo.chem.molecule import MoleculeError
+    from tmzoo.io.featurize import record_mode
+    from tmzoo.models import Mode
+
+    assert record_mode("auto", True, model_has_2d=False) == Mode.ONLY_3D
+    with pytest.raises(MoleculeError, match="--conformers"):
+        record_mode("auto", False, model_has_2d=False)
+    with pytest.raises(MoleculeError, match="no 2D channel"):
+        record_mode("2d", True, model_has_2d=False)
+    assert record_mode("auto", False) == Mode.ONLY_2D  # a model with both channels reads it in 2D

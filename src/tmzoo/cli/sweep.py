@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
     else:
         out.mkdir(parents=True, exist_ok=True)
-        facts = {**machine_facts(), "command": command, "jobs": opts.jobs, "threads": threads if opts.jobs > 1 else None,
+        facts = {**machine_facts(), "command": command, "jobs": opts.jobs, "threads": threads,
                  "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "load_before": round(os.getloadavg()[0], 2)}
         start = time.perf_counter()
@@ -618,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
                     done.append(record)
                     print(f"[tmzoo sweep] run {record['run']}: {record['status']} in {record['seconds']:.0f} s", flush=True)
         else:
+            import torch
+
+            torch.set_num_threads(threads)  # the thread count changes float sums: a rerun must match it
             for i, config, args in plans:
                 done.append(execute(i, config, args, out, 1, threads))
                 print(f"[tmzoo sweep] run {i}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)

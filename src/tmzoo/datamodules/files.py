@@ -42,6 +42,8 @@ class FilesDataModule(MoleculeDataModule):
         eval_mode: the evaluation mode the model was validated in (``2d``, ``3d``, ``2d3d``),
             applied when ``mode`` is ``auto``.
         model_has_3d: whether the model has a 3D channel (``auto`` reads everything in 2D otherwise).
+        model_has_2d: whether the model has a 2D channel (``auto`` reads everything in 3D otherwise:
+            a record without coordinates is an error suggesting ``conformers``).
         checkpoint: a tmzoo or released checkpoint whose recorded featurisation (hops, path mode,
             hydrogens), evaluation mode and target names replace the arguments above. Without it,
             the checkpoint a trainer restores (``tmzoo predict --ckpt_path``) is read the same way.
@@ -61,6 +63,7 @@ class FilesDataModule(MoleculeDataModule):
         hydrogens: bool = False,
         eval_mode: str | None = None,
         model_has_3d: bool = True,
+        model_has_2d: bool = True,
         checkpoint: str | None = None,
     ):
         super().__init__(batch_size, num_workers, max_hops, reference_compatible)
@@ -74,6 +77,7 @@ class FilesDataModule(MoleculeDataModule):
         self.featurization["hydrogens"] = bool(hydrogens)
         self.eval_mode = eval_mode
         self.model_has_3d = model_has_3d
+        self.model_has_2d = model_has_2d
         self.start_index = 0  # first record streamed; set by PredictionWriter(resume=True)
         self.checkpoint = checkpoint
         self._applied_checkpoint = None
@@ -91,6 +95,7 @@ class FilesDataModule(MoleculeDataModule):
         self.featurization = {**dict(transform_args), "hydrogens": wants_hydrogens(featurization.get("hydrogens", False))}
         self.eval_mode = getattr(bundle, "eval_mode", None)
         self.model_has_3d = bool(getattr(bundle.encoder, "use_3d", True))
+        self.model_has_2d = bool(getattr(bundle.encoder, "use_2d", True))
         self._target_names = [str(n) for n in getattr(bundle, "target_names", None) or []] or None
 
     @property
@@ -113,7 +118,8 @@ class FilesDataModule(MoleculeDataModule):
         """Record -> graph with this datamodule's settings."""
         return RecordFeaturizer(
             mode=self.mode, transform_args=self.transform_args, hydrogens=bool(self.featurization.get("hydrogens")),
-            eval_mode=self.eval_mode, model_has_3d=self.model_has_3d, max_atoms=self.max_atoms,
+            eval_mode=self.eval_mode, model_has_3d=self.model_has_3d, model_has_2d=self.model_has_2d,
+            max_atoms=self.max_atoms,
             conformers=self.conformers, seed=self.seed,
         )
 

@@ -25,15 +25,21 @@ MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
 _WITHOUT_HYDROGENS = ("", "none", "no", "false", "removed", "remove", "implicit", "heavy")
 
 
-def record_mode(requested: str, has_pos: bool, model_has_3d: bool = True, eval_mode: str | None = None) -> Mode:
+def record_mode(
+    requested: str, has_pos: bool, model_has_3d: bool = True, eval_mode: str | None = None,
+    model_has_2d: bool = True,
+) -> Mode:
     """The mode a record is read with; ``MoleculeError`` when it cannot be honoured.
 
     ``eval_mode`` (the checkpoint's evaluation mode) decides what ``auto`` means: ``3d`` reads
     every record in 3D (a record without coordinates is an error), ``2d`` reads every record in
-    2D; ``2d3d`` or ``None`` read records with coordinates in 2D+3D and the others in 2D.
+    2D; ``2d3d`` or ``None`` read records with coordinates in 2D+3D and the others in 2D. A model
+    without a 2D channel reads in 3D only, whatever ``eval_mode`` says.
     """
     if requested == "auto":
         trained = Mode.parse(eval_mode) if isinstance(eval_mode, str) else (Mode(eval_mode) if eval_mode is not None else None)
+        if not model_has_2d:
+            trained = Mode.ONLY_3D
         if trained == Mode.ONLY_2D or not model_has_3d:
             return Mode.ONLY_2D
         if trained == Mode.ONLY_3D:
@@ -45,6 +51,8 @@ def record_mode(requested: str, has_pos: bool, model_has_3d: bool = True, eval_m
             return Mode.ONLY_3D
         return Mode.BOTH if has_pos else Mode.ONLY_2D
     mode = Mode.parse(requested)
+    if mode == Mode.ONLY_2D and not model_has_2d:
+        raise MoleculeError("mode 2d asked but the model has no 2D channel")
     if mode != Mode.ONLY_2D:
         if not model_has_3d:
             raise MoleculeError(f"mode {requested} asked but the model has no 3D channel")
@@ -81,6 +89,7 @@ def featurize_record(
     seed: int = 0,
     hydrogens: bool = False,
     eval_mode: str | None = None,
+    model_has_2d: bool = True,
 ) -> Data:
     """Graph with transform outputs, ``idx`` (record index) and ``mode``; raises ``MoleculeError``."""
     if mode not in MODES:
@@ -92,7 +101,7 @@ def featurize_record(
         mol = embed_conformer(mol, seed=seed)
     mol = apply_hydrogens(mol, hydrogens)
     data = mol_to_data(mol, use_coordinates=True, max_atoms=max_atoms)
-    chosen = record_mode(mode, bool(data.has_pos), model_has_3d, eval_mode)
+    chosen = record_mode(mode, bool(data.has_pos), model_has_3d, eval_mode, model_has_2d)
     data = transform(data)
     data.idx = torch.tensor([record.index])
     data.mode = torch.tensor([int(chosen)])
@@ -111,6 +120,7 @@ class RecordFeaturizer:
     hydrogens: bool = False
     eval_mode: str | None = None
     model_has_3d: bool = True
+    model_has_2d: bool = True
     max_atoms: int | None = 512
     conformers: bool = False
     seed: int = 0
@@ -123,7 +133,7 @@ class RecordFeaturizer:
     def __call__(self, record: Record) -> Data:
         return featurize_record(
             record, self.transform, self.mode, self.model_has_3d, self.max_atoms, self.conformers, self.seed,
-            self.hydrogens, self.eval_mode,
+            self.hydrogens, self.eval_mode, self.model_has_2d,
         )
 
     def placeholder(self) -> Data:
