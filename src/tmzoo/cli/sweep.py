@@ -620,10 +620,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             import torch
 
+            previous = torch.get_num_threads()
             torch.set_num_threads(threads)  # the thread count changes float sums: a rerun must match it
-            for i, config, args in plans:
-                done.append(execute(i, config, args, out, 1, threads))
-                print(f"[tmzoo sweep] run {i}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)
+            try:
+                for i, config, args in plans:
+                    done.append(execute(i, config, args, out, 1, threads))
+                    print(f"[tmzoo sweep] run {i}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)
+            finally:
+                torch.set_num_threads(previous)
         facts.update(wall_seconds=round(time.perf_counter() - start, 1), load_after=round(os.getloadavg()[0], 2))
         if opts.only and facts_path.exists():  # a rerun: the sweep's own facts stay, the rerun is listed
             earlier = json.loads(facts_path.read_text())
