@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from rdkit import Chem
+from torch_geometric.data import Data
 from torch_geometric.datasets.qm9 import conversion as PYG_CONVERSION
 
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
@@ -99,7 +100,7 @@ def read_uncharacterized(path: Path) -> set[int]:
     return numbers
 
 
-def featurize_qm9(payload: tuple[str, list[float]], transform=None) -> "Data":  # noqa: F821
+def featurize_qm9(payload: tuple[str, list[float]], transform=None) -> Data:
     """SDF record (sanitised, hydrogens kept) + its targets -> ``Data`` (``transform`` applied if given)."""
     block, targets = payload
     if getattr(block, "error", ""):  # an SdfBlock the reader could not frame
