@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from tmzoo.chem.molecule import MoleculeError
 from tmzoo.datamodules.storage import GraphStore, GraphWriter, encode, file_checksum
-from tmzoo.io.files import FAILURES_FILE, write_failures
+from tmzoo.io.files import FAILURES_FILE, atomic_write, write_failures
 
 try:
     import fcntl
@@ -324,9 +324,8 @@ def _describe(path: Path) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    os.replace(partial, path)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
 def _read_failures(path: Path) -> list[Failure]:

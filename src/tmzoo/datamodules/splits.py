@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
+
+from tmzoo.io.files import atomic_write
 
 
 class SplitView(Dataset):
@@ -106,12 +107,10 @@ def save_split(path: Path, split: dict[str, Sequence[int]], **info) -> Path:
     The lists hold record indices in the source file (``data.idx``), not cache positions.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(info)
     payload.update({name: [int(i) for i in idx] for name, idx in split.items()})
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(payload))
-    os.replace(partial, path)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(payload))
     return path
 
 
