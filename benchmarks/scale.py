@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import os
 import platform
 import signal
@@ -54,6 +53,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, load_smiles, sample_source  # noqa: E402
+
+from tmzoo.datamodules.download import sha256sum  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -163,14 +164,6 @@ def _cpu_figures(run: dict, records: int, workers: int, cores: int = 2) -> dict:
             f"infer_mols_per_s_on_{cores}_idle_cores_from_cpu_time": round(limit)}
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def infer_figures(workdir: Path, records: int, checkpoint: Path, workers: int | None, batch_size: int,
                   resume_check: bool) -> dict:
     """``tmzoo infer`` molecules/s and peak RSS, and the kill-then-resume check."""
@@ -207,7 +200,7 @@ def infer_figures(workdir: Path, records: int, checkpoint: Path, workers: int | 
     figures["resume_kept"] = kept[0].split("resuming after ")[1].split(" rows")[0] if kept else "none"
     figures["resume_rc"] = resumed["rc"]
     figures["resume_seconds"] = round(resumed["seconds"], 1)
-    figures["resume_equal_to_uninterrupted"] = out.exists() and file_digest(out) == file_digest(full_out)
+    figures["resume_equal_to_uninterrupted"] = out.exists() and sha256sum(out) == sha256sum(full_out)
     return figures
 
 

@@ -69,3 +69,15 @@ def tiny_pretraining_bundle() -> tuple[dict, dict]:
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     state.update({f"gap_head.{k}": v for k, v in head.state_dict().items()})
     return spec, state
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    """A tiny released-shape pretraining checkpoint (random weights, seed 0), saved once."""
+    from tmzoo.checkpoints import save_bundle
+
+    torch.manual_seed(0)
+    spec, state = tiny_pretraining_bundle()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_bundle(spec, state, path)
+    return str(path)

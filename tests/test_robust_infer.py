@@ -16,23 +16,12 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_pretraining_bundle
-from tmzoo.checkpoints import save_bundle
 from tmzoo.cli.main import main
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     """Tiny tensors: one intra-op thread (see conftest)."""
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    spec, state = tiny_pretraining_bundle()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_bundle(spec, state, path)
-    return str(path)
 
 
 def infer(ckpt, tmp_path, name: str, content: bytes, *extra: str):

@@ -36,15 +36,6 @@ def _one_thread(one_thread):
     """Tiny tensors: one intra-op thread (see conftest)."""
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    spec, state = tiny_pretraining_bundle()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_bundle(spec, state, path)
-    return str(path)
-
-
 def read(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
