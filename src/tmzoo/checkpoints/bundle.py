@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from tmzoo.checkpoints.official import convert_official, is_official
 from tmzoo.checkpoints.safe_pickle import safe_load
 from tmzoo.io.files import atomic_write, check_output
 from tmzoo.models.output import EncoderOutput
+from tmzoo.modes import EvalMode
 
 _ALLOWED_PACKAGES = ("tmzoo.",)
 
@@ -27,8 +29,6 @@ FEATURIZATION = {"max_hops": 5, "reference_compatible": False, "hydrogens": Fals
 """The spec's ``featurization`` keys and their defaults: the ``transformer_m_transform``
 arguments, and ``hydrogens`` (explicit H atoms as graph nodes)."""
 
-EVAL_MODES = (None, "2d3d", "2d", "3d")
-"""Values of the spec's optional ``eval_mode`` (``None``: the encoder's default, 2D+3D)."""
 
 
 def _transform_parameters() -> dict:
@@ -37,27 +37,35 @@ def _transform_parameters() -> dict:
     return dict(inspect.signature(transformer_m_transform).parameters)
 
 
+def tmzoo_class(path: str) -> type:
+    """The tmzoo class named ``path`` (no other package is imported from a checkpoint or saved spec)."""
+    if not path.startswith(_ALLOWED_PACKAGES):
+        raise ValueError(f"checkpoint names class {path!r}; only tmzoo classes may be rebuilt")
+    module_name, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def build_module(spec: dict) -> nn.Module:
     """Instantiate ``{"class_path": ..., "init_args": {...}}`` for a tmzoo class only."""
     path = spec["class_path"]
-    if not path.startswith(_ALLOWED_PACKAGES):
-        raise ValueError(f"checkpoint names class {path!r}; only tmzoo classes may be rebuilt")
-    module_name, _, cls_name = path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = tmzoo_class(path)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"{path} is not a torch module")
     return cls(**spec.get("init_args", {}))
 
 
+def class_path(cls: type, public: tuple[str, ...] = ("tmzoo.models", "tmzoo.models.baselines")) -> str:
+    """``cls``'s import path, through the last of the ``public`` modules that exports it."""
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    for name in public:
+        if getattr(importlib.import_module(name), cls.__name__, None) is cls:
+            path = f"{name}.{cls.__name__}"
+    return path
+
+
 def module_spec(module: nn.Module) -> dict:
     """The ``class_path``/``init_args`` of a tmzoo module (its recorded ``config``)."""
-    cls = type(module)
-    path = f"{cls.__module__}.{cls.__qualname__}"
-    for public in ("tmzoo.models", "tmzoo.models.baselines"):
-        mod = importlib.import_module(public)
-        if getattr(mod, cls.__name__, None) is cls:
-            path = f"{public}.{cls.__name__}"
-    return {"class_path": path, "init_args": dict(getattr(module, "config", {}))}
+    return {"class_path": class_path(type(module)), "init_args": dict(getattr(module, "config", {}))}
 
 
 class ModelBundle(nn.Module):
@@ -96,8 +104,8 @@ class ModelBundle(nn.Module):
         return {k: v for k, v in self.featurization.items() if k in parameters}
 
     @property
-    def eval_mode(self) -> str | None:
-        """The recorded mode for predictions (one of :data:`EVAL_MODES`)."""
+    def eval_mode(self) -> EvalMode | None:
+        """The recorded mode for predictions (``None``: the encoder's default, 2D+3D)."""
         return self.spec.get("eval_mode")
 
     def encode(self, batch, modes: Tensor | None = None) -> EncoderOutput:
@@ -165,8 +173,9 @@ def _check_layout(spec, state) -> None:
     ):
         wanted = ", ".join(f"{k}: {type(default).__name__}" for k, default in allowed.items())
         raise ValueError(f"the tmzoo spec's 'featurization' must be a dict of {{{wanted}}}, got {featurization!r}")
-    if spec.get("eval_mode") not in EVAL_MODES:
-        raise ValueError(f"the tmzoo spec's 'eval_mode' must be one of {EVAL_MODES}, got {spec.get('eval_mode')!r}")
+    eval_modes = (None, *get_args(EvalMode))
+    if spec.get("eval_mode") not in eval_modes:
+        raise ValueError(f"the tmzoo spec's 'eval_mode' must be one of {eval_modes}, got {spec.get('eval_mode')!r}")
 
 
 def _dry_run(spec: dict, state: dict[str, Tensor]) -> None:

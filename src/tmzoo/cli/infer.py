@@ -24,10 +24,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tmzoo.checkpoints import ModelBundle, load_bundle
 from tmzoo.datamodules.files import FilesDataModule
-from tmzoo.io.featurize import MODES
 from tmzoo.io.files import DamagedInputError, check_output
 from tmzoo.io.records import file_kind
 from tmzoo.models import TransformerM
+from tmzoo.modes import MODES
 from tmzoo.tasks.writer import PredictionWriter
 
 

@@ -24,10 +24,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import Batch, Data
 
 from tmzoo.chem.molecule import MoleculeError
-from tmzoo.io.featurize import MODE_NAMES
 from tmzoo.io.files import DamagedInputError, open_text
 from tmzoo.io.records import Record, file_kind, read_records
-from tmzoo.models.output import Mode
+from tmzoo.modes import MODE_NAMES, Mode
 
 ROW_FIELDS = ("index", "name", "smiles", "mode", "error")
 

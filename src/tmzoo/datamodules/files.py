@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader
 from tmzoo.data.stream import RecordStream, pass_through
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.datamodules.base import MoleculeDataModule
-from tmzoo.io.featurize import MODES, RecordFeaturizer, wants_hydrogens
+from tmzoo.io.featurize import RecordFeaturizer, wants_hydrogens
 from tmzoo.io.files import DamagedInputError
 from tmzoo.io.records import file_kind, read_records
+from tmzoo.modes import MODES
 
 _TRANSFORM_ARGS = tuple(inspect.signature(transformer_m_transform).parameters)
 

@@ -18,10 +18,8 @@ from tmzoo.chem.conformers import embed_conformer
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.io.records import Record
-from tmzoo.models.output import Mode
+from tmzoo.modes import MODES, Mode
 
-MODES = ("auto", "2d", "3d", "2d3d")
-MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
 _WITHOUT_HYDROGENS = ("", "none", "no", "false", "removed", "remove", "implicit", "heavy")
 
 

@@ -3,25 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from torch import Tensor
-
-
-class Mode(IntEnum):
-    """Which structural channels a molecule is read with (the reference's mode codes)."""
-
-    BOTH = 0  # 2D + 3D
-    ONLY_2D = 1
-    ONLY_3D = 2
-
-    @classmethod
-    def parse(cls, name: str) -> "Mode":
-        names = {"2d3d": cls.BOTH, "2d+3d": cls.BOTH, "both": cls.BOTH, "2d": cls.ONLY_2D, "3d": cls.ONLY_3D}
-        try:
-            return names[name.lower()]
-        except KeyError:
-            raise ValueError(f"unknown mode {name!r}; expected one of {sorted(names)}") from None
 
 
 @dataclass

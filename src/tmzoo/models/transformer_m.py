@@ -13,7 +13,8 @@ from tmzoo.models.embeddings import AtomEmbedding, Graph2DBias
 from tmzoo.models.geometry import Geometry3DBias
 from tmzoo.models.init import init_transformer_m_
 from tmzoo.models.layers import TransformerMLayer
-from tmzoo.models.output import EncoderOutput, Mode
+from tmzoo.models.output import EncoderOutput
+from tmzoo.modes import Mode
 
 
 class TransformerM(nn.Module):

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import inspect
 import math
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from tmzoo.checkpoints.bundle import build_module, module_spec
+from tmzoo.checkpoints.bundle import FEATURIZATION, build_module, class_path, module_spec, tmzoo_class
 from tmzoo.io.files import atomic_write
-from tmzoo.models.output import EncoderOutput, Mode
-from tmzoo.tasks.data_info import DEFAULT_FEATURIZATION, target_names
+from tmzoo.models.output import EncoderOutput
+from tmzoo.modes import MODE_NAMES, EvalMode, Mode, mode_probs_tensor
+from tmzoo.tasks.data_info import target_names
 from tmzoo.tasks.resume import rng_states, set_rng_states
 
 #: A head given as a factory: called by the task with the sizes it knows
 #: (``embed_dim`` for the gap head; ``embed_dim, num_targets`` for regression heads;
 #: ``embed_dim, num_heads`` for the denoising head). In YAML: ``class_path`` + the other init args.
 HeadFactory = Callable[..., nn.Module]
-EvalMode = Literal["2d3d", "2d", "3d"]
 MODULE_NAMES = ("encoder", "gap_head", "denoising_head", "head")
-MODE_NAMES = {Mode.BOTH: "2d3d", Mode.ONLY_2D: "2d", Mode.ONLY_3D: "3d"}
 
 
 def build_head(head, *sizes: int) -> nn.Module:
@@ -38,18 +36,10 @@ def build_head(head, *sizes: int) -> nn.Module:
     if isinstance(head, dict) and "class_path" in head:
         init_args = dict(head.get("init_args") or {})
         if sizes:
-            cls = _tmzoo_class(head["class_path"])
+            cls = tmzoo_class(head["class_path"])
             init_args = {**dict(zip(_leading_parameters(cls, len(sizes)), sizes)), **init_args}
         return build_module({"class_path": head["class_path"], "init_args": init_args})
     return head(*sizes)
-
-
-def _tmzoo_class(path: str) -> type:
-    """The tmzoo class named ``path`` (no other package is imported from a saved spec)."""
-    if not path.startswith("tmzoo."):
-        raise ValueError(f"saved hyper-parameters name class {path!r}; only tmzoo classes may be rebuilt")
-    module_name, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def _leading_parameters(cls: type, count: int) -> list[str]:
@@ -180,7 +170,7 @@ class MoleculeTask(L.LightningModule):
             "format": 1,
             "task": self.task_name,
             "modules": modules,
-            "featurization": {**DEFAULT_FEATURIZATION, **(self.data_info.get("featurization") or {})},
+            "featurization": {**FEATURIZATION, **(self.data_info.get("featurization") or {})},
             "targets": self.target_names,
         }
         if self.eval_mode is not None:
@@ -192,10 +182,8 @@ class MoleculeTask(L.LightningModule):
         from them alone (modules as ``class_path``/``init_args`` specs; a ``pretrained`` file
         only seeds a fresh fit, the weights come from the checkpoint)."""
         cls = type(self)
-        public = importlib.import_module("tmzoo.tasks")
-        path = f"tmzoo.tasks.{cls.__name__}" if getattr(public, cls.__name__, None) is cls else f"{cls.__module__}.{cls.__qualname__}"
         params = inspect.signature(cls.__init__).parameters
-        hparams = {"_class_path": path}
+        hparams = {"_class_path": class_path(cls, ("tmzoo.tasks",))}
         hparams.update({k: v for k, v in self.hparams.items() if k in params and k not in ("optimizer", "lr_scheduler")})
         for name, sizes in self.module_sizes.items():
             if name in params:
@@ -264,9 +252,7 @@ def write_test_predictions(path: Path, rows: list[list], names: Sequence[str]) -
 
 def set_mode_probs(encoder: nn.Module, mode_probs: Sequence[float]) -> None:
     """Set an encoder's training mode distribution (its ``mode_probs`` buffer and config)."""
-    probs = torch.tensor([float(p) for p in mode_probs])
-    if probs.numel() != 3 or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-6:
-        raise ValueError(f"mode_probs must be 3 non-negative numbers summing to 1, got {list(mode_probs)}")
+    probs = mode_probs_tensor(mode_probs)
     buffer = getattr(encoder, "mode_probs", None)
     if not isinstance(buffer, Tensor):
         return  # encoders without modes (GIN, SchNet) ignore it

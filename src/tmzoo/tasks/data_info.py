@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Everything about a molecule's featurisation that changes a model's input (recorded in
-#: checkpoints): transform arguments, and whether explicit hydrogens are atoms of the graph.
-DEFAULT_FEATURIZATION = {"max_hops": 5, "reference_compatible": False, "hydrogens": False}
+from tmzoo.checkpoints.bundle import FEATURIZATION
 
 # stored unit -> (unit errors are reported in, factor)
 REPORT_UNITS = {
@@ -41,7 +39,7 @@ def describe_data(datamodule: Any) -> dict:
         if value is not None:
             out[field] = _plain(value)
     if "featurization" in out:
-        out["featurization"] = {**DEFAULT_FEATURIZATION, **out["featurization"],
+        out["featurization"] = {**FEATURIZATION, **out["featurization"],
                                 "hydrogens": keeps_hydrogens(datamodule)}
     return out
 

@@ -15,8 +15,9 @@ from torchmetrics import MeanAbsoluteError
 
 from tmzoo.data.dense import DenseMolecules
 from tmzoo.models.heads import GapHead
-from tmzoo.models.output import EncoderOutput, Mode
-from tmzoo.tasks.base import EvalMode, MoleculeTask, build_head, masked_targets
+from tmzoo.models.output import EncoderOutput
+from tmzoo.modes import EvalMode, Mode
+from tmzoo.tasks.base import MoleculeTask, build_head, masked_targets
 
 
 def add_coordinate_noise(batch, std: float) -> tuple[object, Tensor]:

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, PearsonCorrCoef
 
 from tmzoo.models.heads import GraphRegressionHead
-from tmzoo.tasks.base import EvalMode, MoleculeTask, build_head, masked_targets
+from tmzoo.modes import EvalMode
+from tmzoo.tasks.base import MoleculeTask, build_head, masked_targets
 from tmzoo.tasks.data_info import metric_suffix, report_units
 from tmzoo.tasks.metrics import FitResidualStd
 from tmzoo.tasks.pretrained import build_pretrained_encoder, load_pretrained_encoder
