@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from tmzoo.cli.lightning import run_lightning_cli
+from tmzoo.cli.lightning import run_lightning_cli, wandb_offline_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = str(ROOT / "experiments" / "transformer_m_small.yaml")
@@ -76,20 +77,52 @@ def test_rerun_into_the_same_log_dir_overwrites_config(tiny, tmp_path):
     assert Path(cli.trainer.log_dir).name == "fixed" and (Path(cli.trainer.log_dir) / "config.yaml").exists()
 
 
-def test_wandb_flag_logs_offline_without_credentials(tiny, tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+@pytest.fixture
+def no_wandb_credentials(tmp_path, monkeypatch):
+    """No API key (env or netrc), no WANDB_MODE; W&B writes under ``tmp_path``, quietly."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli = run_lightning_cli(["fit", "--config", SMALL, "--config", tiny, "--wandb=true", *quick(tmp_path)])
+
+
+def test_wandb_config_logs_offline_without_credentials(tiny, tmp_path, no_wandb_credentials, caplog):
+    cli = run_lightning_cli(["fit", "--config", SMALL, "--config", tiny, "--config", "wandb", *quick(tmp_path)])
     kinds = [type(lg) for lg in cli.trainer.loggers]
     assert kinds[0] is CSVLogger and WandbLogger in kinds
     wandb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger))
-    assert wandb_logger._offline and os.environ["WANDB_MODE"] in ("offline", "dryrun")
+    assert os.environ["WANDB_MODE"] in ("offline", "dryrun") and wandb_logger.save_dir == str(tmp_path)
+    assert f"wandb sync {tmp_path / 'wandb'}/offline-run-*" in caplog.text
     import wandb
 
     wandb.finish()
     assert list(Path(tmp_path).rglob("offline-run-*")), "no offline W&B run to sync later"
+
+
+def test_wandb_probes_the_host_of_wandb_base_url(tmp_path, no_wandb_credentials, monkeypatch):
+    probed = []
+
+    def unreachable(address, timeout):
+        probed.append((address, timeout))
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.example.org:8080")
+    assert wandb_offline_reason() == "no API key for wandb.example.org" and not probed
+    (tmp_path / "no.netrc").write_text("machine wandb.example.org login user password KEY\n")
+    assert wandb_offline_reason() == "wandb.example.org cannot be reached"
+    assert probed == [(("wandb.example.org", 8080), 2)]
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: socket.socket())
+    assert wandb_offline_reason() is None
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_wandb_mode_set_by_the_user_is_honoured(mode, tiny, tmp_path, no_wandb_credentials, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", mode)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("W&B's server probed"))
+    cli = run_lightning_cli(["--config", SMALL, "--config", tiny, "--config", "wandb", *quick(tmp_path)], run=False)
+    assert any(isinstance(lg, WandbLogger) for lg in cli.trainer.loggers) and os.environ["WANDB_MODE"] == mode
 
 
 def test_predict_returns_de_standardised_predictions(tiny, tmp_path):

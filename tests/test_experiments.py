@@ -14,7 +14,7 @@ from tmzoo.cli.lightning import run_lightning_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "experiments").glob("**/*.yaml")
-                     if not {"sweeps", "ablations"} & set(p.parts))
+                     if not {"sweeps", "ablations", "loggers"} & set(p.parts))
 DEMO = ROOT / "datamodules" / "qm9_demo.yaml"
 PRETRAINED = ROOT / "tests" / "fixtures" / "checkpoints" / "tiny_pretraining.ckpt"
 

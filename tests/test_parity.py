@@ -47,13 +47,13 @@ def test_featurisation_matches_reference_batch(golden, batch):
 def _outputs(model, batch, modes):
     with torch.no_grad():
         out = model.encoder(batch, torch.as_tensor(modes))
-        return out, model.heads["gap_head"](out), model.heads["denoising_head"](out)
+        return out, model.model.gap_head(out), model.model.denoising_head(out)
 
 
 def test_eval_outputs_in_three_modes(model, batch, golden):
     b = batch.num_graphs
     out, graph, noise = _outputs(model, batch, [Mode.BOTH] * b)
-    nodes = model.heads["gap_head"].per_token(out.atoms)
+    nodes = model.model.gap_head.per_token(out.atoms)
     assert (graph - golden["eval_2d3d_graph"]).abs().max() <= TOL
     assert (nodes - golden["eval_2d3d_nodes"]).abs().max() <= TOL
     assert (noise - golden["eval_2d3d_noise"]).abs().max() <= TOL

@@ -83,7 +83,7 @@ def test_resume_refuses_a_partial_written_by_another_model_input_or_settings(ckp
         return real(record, *args, **kwargs)
 
     monkeypatch.setattr(featurize, "featurize_record", dies_at_13)
-    base = ["infer", "--output", str(out), "--quiet", "--workers", "0", "--batch-size", "4"]
+    base = ["infer", "--output", str(out), "--quiet", "--workers", "0", "--batch-size", "4", "--chunk-size", "4"]
     previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
@@ -104,7 +104,7 @@ def test_resume_refuses_a_partial_written_by_another_model_input_or_settings(ckp
     assert main([*base, "--resume", "--checkpoint", ckpt, "--input", str(smi)]) == 0
     reference = tmp_path / "reference.csv"
     assert main(["infer", "--output", str(reference), "--quiet", "--workers", "0", "--batch-size", "4",
-                 "--checkpoint", ckpt, "--input", str(smi)]) == 0
+                 "--chunk-size", "4", "--checkpoint", ckpt, "--input", str(smi)]) == 0
     assert out.read_bytes() == reference.read_bytes()
 
 
@@ -132,7 +132,8 @@ def test_tmzoo_predict_applies_the_featurisation_recorded_in_ckpt_path(tmp_path)
         ])
         (rows[conformers],) = read(out)
         inferred = tmp_path / f"infer_{conformers}.csv"
-        run_inference(ckpt, smi, inferred, conformers=conformers == "true", progress=False, workers=0)
+        run_inference(ckpt, smi, inferred, conformers=conformers == "true", progress=False, workers=0,
+                      precision="32-true")
         (theirs,) = read(inferred)
         ours = rows[conformers]
         assert {k: v for k, v in ours.items() if k != "prediction"} == {k: v for k, v in theirs.items() if k != "prediction"}

@@ -105,7 +105,7 @@ def datamodule_predictions(model, datamodule) -> dict[int, float]:
 def infer_predictions(checkpoint: Path, source: Path, folder: Path) -> list[dict]:
     output = folder / f"infer_{source.stem}.csv"
     assert infer(["--checkpoint", str(checkpoint), "--input", str(source), "--output", str(output),
-                  "--workers", "0", "--batch-size", "4", "--quiet"]) == 0
+                  "--workers", "0", "--batch-size", "4", "--precision", "32-true", "--quiet"]) == 0
     return list(csv.DictReader(open(output)))
 
 

@@ -19,7 +19,7 @@ from torch_geometric.data import Batch
 from conftest import tiny_pretraining_bundle
 from tmzoo.checkpoints import load_bundle, save_bundle
 from tmzoo.checkpoints.bundle import module_spec
-from tmzoo.cli.infer import BundlePredictor, run_inference
+from tmzoo.cli.infer import run_inference
 from tmzoo.cli.main import main
 from tmzoo.data import stream
 from tmzoo.data.stream import RecordStream, count_records
@@ -74,12 +74,12 @@ def test_rows_are_written_while_the_input_is_still_being_read(ckpt, tmp_path, mo
 
     monkeypatch.setattr(stream, "read_records", counting)
     out = tmp_path / "out.csv"
-    data = FilesDataModule(str(smi), batch_size=chunk)
+    data = FilesDataModule(str(smi), batch_size=chunk, chunk_size=chunk)
     writer = PredictionWriter(str(out))
     probe = _Probe(partial_path(out), records_read)
     trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[writer, probe], enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
-    trainer.predict(BundlePredictor(load_bundle(ckpt)), datamodule=data, return_predictions=False)
+    trainer.predict(load_bundle(ckpt).model, datamodule=data, return_predictions=False)
     assert len(probe.seen) == count // chunk
     for batch_idx, rows, records_read in probe.seen:
         assert rows == (batch_idx + 1) * chunk  # written as soon as the chunk is predicted
@@ -111,7 +111,7 @@ class _Killed(BaseException):
 def test_resume_continues_a_killed_run_without_recomputing(ckpt, tmp_path, monkeypatch):
     smi = smiles_file(tmp_path / "in.smi", 40)
     reference = tmp_path / "reference.csv"
-    run_inference(ckpt, smi, reference, batch_size=4, workers=0, progress=False)
+    run_inference(ckpt, smi, reference, batch_size=4, chunk_size=4, workers=0, progress=False)
 
     real = featurize.featurize_record
 
@@ -123,7 +123,7 @@ def test_resume_continues_a_killed_run_without_recomputing(ckpt, tmp_path, monke
     out = tmp_path / "out.csv"
     monkeypatch.setattr(featurize, "featurize_record", dies_at_25)
     with pytest.raises(_Killed):
-        run_inference(ckpt, smi, out, batch_size=4, workers=0, progress=False)
+        run_inference(ckpt, smi, out, batch_size=4, chunk_size=4, workers=0, progress=False)
     partial = partial_path(out)
     assert not out.exists() and partial.exists()
     with open(partial, "a") as handle:  # the kill cut a row in half
@@ -136,7 +136,7 @@ def test_resume_continues_a_killed_run_without_recomputing(ckpt, tmp_path, monke
         return real(record, *args, **kwargs)
 
     monkeypatch.setattr(featurize, "featurize_record", counting)
-    summary = run_inference(ckpt, smi, out, batch_size=4, workers=0, progress=False, resume=True)
+    summary = run_inference(ckpt, smi, out, batch_size=4, chunk_size=4, workers=0, progress=False, resume=True)
     kept = summary["resumed_at"]
     assert 0 < kept <= 24 and kept % 4 == 0
     assert featurised == list(range(kept, 40))  # the finished part is not recomputed
@@ -283,11 +283,11 @@ def test_checkpoint_featurisation_and_3d_eval_mode_are_applied(tmp_path):
     assert featurizer.transform_args == {"max_hops": 3, "reference_compatible": True}
     assert featurizer.hydrogens and featurizer.eval_mode == "3d"
     (chunk,) = list(data.predict_dataloader())
-    assert chunk.num_predicted == 0 and "--conformers" in chunk.rows[0][4]
+    assert chunk.num_graphs == 0 and "--conformers" in chunk.rows[0][4]
     conformers = FilesDataModule(str(smi), conformers=True)
     conformers.apply_model(bundle)
     (chunk,) = list(conformers.predict_dataloader())
-    assert chunk.rows[0][3] == "3d" and chunk.num_nodes == 9
+    assert chunk.rows[0][3] == "3d" and chunk.batches[0].num_nodes == 9
     assert record_mode("auto", has_pos=True, eval_mode="2d").name == "ONLY_2D"
     assert record_mode("auto", has_pos=True, eval_mode=None).name == "BOTH"
 
@@ -303,7 +303,8 @@ def test_infer_applies_a_checkpoint_trained_with_hydrogens_in_3d(tmp_path):
     smi = tmp_path / "in.smi"
     smi.write_text("CCO ethanol\n")
     out = tmp_path / "out.csv"
-    args = ["infer", "--checkpoint", str(tmp_path / "h3d.ckpt"), "--input", str(smi), "--output", str(out), "--quiet"]
+    args = ["infer", "--checkpoint", str(tmp_path / "h3d.ckpt"), "--input", str(smi), "--output", str(out), "--quiet",
+            "--precision", "32-true"]
     assert main(args) == 0
     (row,) = read(out)
     assert not row["prediction"] and "--conformers" in row["error"]

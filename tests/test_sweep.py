@@ -46,7 +46,10 @@ def test_arguments_are_formatted_like_the_wandb_agent():
     agent = create_sweep_command_args({"args": {k: {"value": v} for k, v in config.items()}})["args"]
     args = command_args(sweep, config)
     assert args[0] == "fit" and args[-len(agent):] == agent
-    assert "--wandb=true" not in args and "--wandb=true" in command_args(sweep, config, keep_wandb=True)
+    wandb = "experiments/loggers/wandb.yaml"
+    assert wandb not in args and ["--config", wandb] == command_args(sweep, config, keep_wandb=True)[-len(agent) - 2:-len(agent)]
+    one_token = {"command": ["fit", "--config=wandb", "-c", "x.yaml", "${args}"]}
+    assert command_args(one_token, {}) == ["fit", "-c", "x.yaml"] and "--config=wandb" in command_args(one_token, {}, True)
 
 
 def test_grid_and_random_configurations():

@@ -8,10 +8,9 @@ the task through one link: ``data`` → ``model.init_args.data_info``
 (:func:`tmzoo.tasks.describe_data`, applied on instantiation). Every task accepts
 ``data_info`` and sizes its heads from it, so YAML never repeats those numbers.
 
-Loggers: a ``CSVLogger`` always (under ``trainer.default_root_dir``); ``--wandb true`` adds a
-``WandbLogger`` (project ``--wandb_project``), which runs offline (``WANDB_MODE=offline``,
-``wandb sync`` later) unless ``WANDB_API_KEY`` is set and W&B's server can be reached, or
-``WANDB_MODE`` says otherwise. The resolved config is saved beside the logs.
+Loggers: a ``CSVLogger`` always (under ``trainer.default_root_dir``), beside those of
+``trainer.logger``; ``--config wandb`` adds a ``WandbLogger``, offline unless W&B can sync
+(:func:`_prepare_wandb`). The resolved config is saved beside the logs.
 
 The encoder owns the featurisation: its ``multi_hop_max_dist`` and ``reference_compatible``
 (or those of the ``pretrained`` file the encoder is built from) are written into the data's
@@ -29,18 +28,19 @@ override for a trusted foreign checkpoint).
 
 from __future__ import annotations
 
+import netrc
 import os
 import socket
 import sys
 import warnings
-from typing import Any
-
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -51,24 +51,41 @@ from tmzoo.tasks.data_info import describe_data, encoder_featurization
 SIGTERM_EXIT = 143
 
 
-def wandb_online() -> bool:
-    """Whether W&B can sync now: an API key is set and its server answers (2 s timeout)."""
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        return False
-    if mode == "online":
-        return True
+def wandb_offline_reason() -> str | None:
+    """Why W&B cannot sync now, or ``None``: no API key (``WANDB_API_KEY`` or a netrc entry)
+    for the host of ``WANDB_BASE_URL``, or that host does not answer within 2 s."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host = url.hostname
     if not os.environ.get("WANDB_API_KEY"):
-        return False
+        try:
+            entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            entry = None
+        if not entry:
+            return f"no API key for {host}"
     try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=2).close()
-        return True
+        socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)), timeout=2).close()
     except OSError:
-        return False
+        return f"{host} cannot be reached"
+    return None
 
 
-def _mentions_wandb(logger_config: Any) -> bool:
-    return "wandb" in str(logger_config).lower()
+def _prepare_wandb(cfg) -> None:
+    """A ``WandbLogger`` in ``trainer.logger`` writes under ``trainer.default_root_dir`` (when
+    its ``save_dir`` is the default) and, unless ``WANDB_MODE`` is set, logs offline when W&B
+    cannot sync (one line says how to sync later)."""
+    trainer = cfg.get("trainer") or {}
+    loggers = trainer.get("logger")
+    wandb = [lg for lg in (loggers if isinstance(loggers, list) else [loggers])
+             if str(getattr(lg, "class_path", "")).endswith("WandbLogger")]
+    for logger in wandb:
+        if trainer.get("default_root_dir") and logger.init_args.get("save_dir") in (None, "."):
+            logger.init_args["save_dir"] = trainer["default_root_dir"]
+    reason = wandb_offline_reason() if wandb and not os.environ.get("WANDB_MODE") else None
+    if reason:
+        os.environ["WANDB_MODE"] = "offline"
+        folders = " ".join(f"{Path(lg.init_args.get('save_dir') or '.') / 'wandb'}/offline-run-*" for lg in wandb)
+        rank_zero_info(f"W&B logs offline ({reason}); sync later with: wandb sync {folders}")
 
 
 class CheckpointOnSigterm(Callback):
@@ -101,12 +118,10 @@ def newest_last_checkpoint(root: Path) -> Path | None:
 
 
 class TmzooCLI(LightningCLI):
-    """LightningCLI with the ``data_info`` link, default loggers and W&B flags."""
+    """LightningCLI with the ``data_info`` link and default loggers."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.init_args.data_info", compute_fn=describe_data, apply_on="instantiate")
-        parser.add_argument("--wandb", type=bool, default=False, help="also log to Weights & Biases")
-        parser.add_argument("--wandb_project", type=str, default="tmzoo", help="W&B project for --wandb")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -137,9 +152,7 @@ class TmzooCLI(LightningCLI):
             # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
             # weights_only=True everywhere (``--weights_only false`` still opts out).
             cfg["weights_only"] = True
-        wants_wandb = bool(cfg.get("wandb")) or _mentions_wandb(cfg.get("trainer", {}).get("logger"))
-        if wants_wandb and not wandb_online():
-            os.environ["WANDB_MODE"] = "offline"
+        _prepare_wandb(cfg)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
         config["logger"] = self._loggers(config)
@@ -159,10 +172,6 @@ class TmzooCLI(LightningCLI):
         save_dir = config.get("default_root_dir") or os.getcwd()
         if not any(isinstance(lg, CSVLogger) for lg in loggers):
             loggers.insert(0, CSVLogger(save_dir=save_dir, version=getattr(self, "_resume_version", None)))
-        cfg = self._subconfig()
-        if cfg.get("wandb") and not any(isinstance(lg, WandbLogger) for lg in loggers):
-            offline = os.environ.get("WANDB_MODE") == "offline"
-            loggers.append(WandbLogger(project=cfg.get("wandb_project") or "tmzoo", save_dir=save_dir, offline=offline))
         return loggers
 
 

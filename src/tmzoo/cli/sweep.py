@@ -7,8 +7,9 @@ The file is the one ``wandb sweep`` takes (``program``, ``method``, ``metric``, 
 ``command``). Methods ``grid`` and ``random`` are supported (``bayes`` falls back to random);
 parameters may be ``value``, ``values`` (with optional ``probabilities``) or the
 ``uniform``/``int_uniform``/``log_uniform_values``/``normal`` distributions. Arguments reach
-``tmzoo fit`` as the W&B agent passes them: ``--name=value``. ``--wandb`` flags in the command
-are dropped unless ``--keep-wandb`` is given (W&B then logs offline when it cannot sync).
+``tmzoo fit`` as the W&B agent passes them: ``--name=value``. The command's W&B logger config
+(``--config wandb``, ``experiments/loggers/wandb.yaml``) is dropped unless ``--keep-wandb`` is
+given (W&B then logs offline when it cannot sync).
 
 Seeds: the parameter ``seed_everything`` (Lightning's seed: initialisation, mode draws,
 coordinate noise, training order) is the seed axis; ``--seeds 0 1 2`` adds it to any sweep.
@@ -128,8 +129,14 @@ def agent_flags(config: dict) -> list[str]:
     return [f"--{name}={value}" for name, value in config.items()]
 
 
+def is_wandb_config(value: str) -> bool:
+    """Whether a ``--config`` value is the W&B logger config (``wandb``, ``.../wandb.yaml``)."""
+    return Path(value).stem == "wandb"
+
+
 def command_args(sweep: dict, config: dict, keep_wandb: bool = False) -> list[str]:
-    """Arguments for ``run_lightning_cli`` from the sweep's ``command`` (default ``fit ${args}``)."""
+    """Arguments for ``run_lightning_cli`` from the sweep's ``command`` (default ``fit ${args}``),
+    without its ``--config wandb`` unless ``keep_wandb``."""
     command = sweep.get("command") or ["${program}", "fit", "${args}"]
     args: list[str] = []
     for token in command:
@@ -142,7 +149,11 @@ def command_args(sweep: dict, config: dict, keep_wandb: bool = False) -> list[st
             args += [f[2:] for f in agent_flags(config)]
         elif token == "${args_json}":
             raise ValueError("${args_json} is not supported by tmzoo sweep")
-        elif keep_wandb or not token.startswith("--wandb"):
+        elif not keep_wandb and token.startswith("--config=") and is_wandb_config(token.split("=", 1)[1]):
+            continue
+        elif not keep_wandb and args[-1:] in (["--config"], ["-c"]) and is_wandb_config(token):
+            args.pop()
+        else:
             args.append(token)
     return args
 
@@ -570,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seed axis ({SEED_PARAMETER}) added to the sweep")
     parser.add_argument("--jobs", type=int, default=1, help="parallel runs, each in its own process (default 1: in this process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per parallel run (default cores / jobs)")
-    parser.add_argument("--keep-wandb", action="store_true", help="keep --wandb flags of the command")
+    parser.add_argument("--keep-wandb", action="store_true", help="keep the command's --config wandb (W&B logger)")
     parser.add_argument("--summarize-only", action="store_true", help="summarise the runs already in --out, run nothing")
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics in the summary (default: all val/ metrics)")
     parser.add_argument("--report", default=None, help="Markdown file whose tmzoo-sweep block gets the results")
