@@ -20,7 +20,6 @@ from torch.nn.modules.module import register_module_parameter_registration_hook
 from tmzoo.checkpoints.official import convert_official, is_official
 from tmzoo.checkpoints.safe_pickle import safe_load
 from tmzoo.io.files import atomic_write, check_output
-from tmzoo.models.output import EncoderOutput
 from tmzoo.modes import EvalMode
 
 _ALLOWED_PACKAGES = ("tmzoo.",)
@@ -69,28 +68,28 @@ def module_spec(module: nn.Module) -> dict:
 
 
 class ModelBundle(nn.Module):
-    """Encoder + heads rebuilt from a checkpoint, ready to predict.
+    """A checkpoint's task, rebuilt from its spec with its weights, and how to feed it.
 
-    ``predict`` returns ``[B, T]``: the fine-tuned head's output de-standardised, or the gap
-    head's for a pretraining checkpoint.
+    ``model`` is the task itself (:class:`~tmzoo.tasks.Pretraining`, ``Regression``, ...):
+    ``bundle(batch, modes)`` is its ``forward``, ``[B, T]`` in data units (the fine-tuned
+    head de-standardised, or the gap head), so a checkpoint predicts here exactly as it does in
+    ``tmzoo test`` and ``tmzoo predict``. ``modes`` gives one mode per molecule; without it the
+    recorded evaluation mode (or the molecules' own ``mode``) applies.
     """
 
-    def __init__(self, spec: dict, modules: dict[str, nn.Module]):
+    def __init__(self, spec: dict, model: nn.Module):
         super().__init__()
         self.spec = spec
-        self.encoder = modules["encoder"]
-        self.heads = nn.ModuleDict({k: v for k, v in modules.items() if k != "encoder"})
+        self.model = model
         self.task = spec.get("task", "pretraining")
-        targets = spec.get("targets") or (["homolumogap"] if self.task == "pretraining" else None)
-        self.target_names = list(targets or [f"target_{i}" for i in range(self._num_outputs())])
-        mean = spec.get("target_mean")
-        std = spec.get("target_std")
-        self.register_buffer("target_mean", torch.tensor(mean if mean is not None else 0.0).float().view(-1), persistent=False)
-        self.register_buffer("target_std", torch.tensor(std if std is not None else 1.0).float().view(-1), persistent=False)
 
-    def _num_outputs(self) -> int:
-        head = self.heads["head"] if "head" in self.heads else None
-        return getattr(head, "config", {}).get("num_targets", 1) if head is not None else 1
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.encoder
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.model.target_names)
 
     @property
     def featurization(self) -> dict:
@@ -108,14 +107,29 @@ class ModelBundle(nn.Module):
         """The recorded mode for predictions (``None``: the encoder's default, 2D+3D)."""
         return self.spec.get("eval_mode")
 
-    def encode(self, batch, modes: Tensor | None = None) -> EncoderOutput:
-        return self.encoder(batch, modes) if modes is not None else self.encoder(batch)
+    def forward(self, batch, modes: Tensor | None = None) -> Tensor:
+        return self.model(batch, modes)
 
-    def predict(self, batch, modes: Tensor | None = None) -> Tensor:
-        out = self.encode(batch, modes)
-        if "head" in self.heads:
-            return self.heads["head"](out) * self.target_std + self.target_mean
-        return self.heads["gap_head"](out)
+    predict = forward
+
+
+def build_task(spec: dict, modules: dict[str, nn.Module]) -> nn.Module:
+    """The task a spec names (``task``: ``pretraining``, ``regression``, ``affinity``) around
+    ``modules``, with the data description the spec records (targets, train statistics,
+    featurisation, evaluation mode)."""
+    from tmzoo.tasks import Affinity, Pretraining, Regression
+
+    tasks = {cls.task_name: cls for cls in (Pretraining, Regression, Affinity)}
+    name = spec.get("task", "pretraining")
+    if name not in tasks:
+        raise ValueError(f"the tmzoo spec names task {name!r}; known: {sorted(tasks)}")
+    head = modules.get("head")
+    count = getattr(head, "config", {}).get("num_targets", 1) if head is not None else 1
+    targets = spec.get("targets") or (["homolumogap"] if name == "pretraining" else [f"target_{i}" for i in range(count)])
+    info = {"target_names": list(targets), "num_targets": len(targets), "featurization": dict(spec.get("featurization") or {})}
+    info.update({k: spec[k] for k in ("target_mean", "target_std") if spec.get(k) is not None})
+    heads = {k: v for k, v in modules.items() if k != "encoder"}
+    return tasks[name](modules["encoder"], **heads, eval_mode=spec.get("eval_mode"), data_info=info)
 
 
 def spec_and_state(checkpoint: dict, require_spec: bool = True) -> tuple[dict, dict[str, Tensor]]:
@@ -220,7 +234,7 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
         _dry_run(spec, state)
         modules = {name: build_module(s) for name, s in spec["modules"].items()}
         load_state_strict(modules, state)
-        bundle = ModelBundle(spec, modules)
+        bundle = ModelBundle(spec, build_task(spec, modules))
     except ValueError:
         raise
     except (TypeError, KeyError, AttributeError, ImportError, IndexError, RuntimeError) as err:

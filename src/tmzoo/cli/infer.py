@@ -22,30 +22,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from tmzoo.checkpoints import ModelBundle, load_bundle
+from tmzoo.checkpoints import load_bundle
 from tmzoo.datamodules.files import FilesDataModule
 from tmzoo.io.files import DamagedInputError, check_output
 from tmzoo.io.records import file_kind
-from tmzoo.models import TransformerM
+from tmzoo.models.transformer_m import fastest_precision
 from tmzoo.modes import MODES
 from tmzoo.tasks.writer import PredictionWriter
-
-
-class BundlePredictor(L.LightningModule):
-    """A checkpoint's model (``ModelBundle``) as a LightningModule for ``Trainer.predict``."""
-
-    def __init__(self, bundle: ModelBundle):
-        super().__init__()
-        self.bundle = bundle
-        self.per_record_modes = isinstance(bundle.encoder, TransformerM)
-
-    @property
-    def target_names(self) -> list[str]:
-        return list(self.bundle.target_names)
-
-    def predict_step(self, batch, batch_idx: int):
-        modes = batch.mode.view(-1) if self.per_record_modes else None
-        return self.bundle.predict(batch, modes).float()
 
 
 def _cores() -> int:
@@ -103,8 +86,14 @@ def run_inference(
     progress: bool = True,
     workers: int | None = None,
     resume: bool = False,
+    precision: str | None = None,
+    chunk_size: int | None = None,
 ) -> dict:
     """Predict every record of ``input_path`` into the CSV ``output``; returns the writer's counts.
+
+    ``precision`` is Lightning's (default: the fastest on ``device``, see
+    :func:`~tmzoo.models.transformer_m.fastest_precision`: ``bf16-mixed`` on GPUs and on CPUs
+    with AVX512-BF16 or AMX; ``"32-true"`` reproduces fp32 outputs exactly).
 
     Raises ``FileNotFoundError``/``ValueError``/``OSError`` for the files themselves, and
     :class:`~tmzoo.io.files.DamagedInputError` for a damaged compressed input, after writing
@@ -112,8 +101,8 @@ def run_inference(
     """
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
+        raise ValueError(f"--batch-size and --chunk-size must be at least 1, got {batch_size} and {chunk_size}")
     file_kind(input_path)
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
@@ -122,17 +111,18 @@ def run_inference(
     workers = default_workers() if workers is None else workers
     data = FilesDataModule(
         str(input_path), mode=mode, conformers=conformers, seed=seed, max_atoms=max_atoms, batch_size=batch_size,
-        num_workers=workers,
+        num_workers=workers, chunk_size=chunk_size,
     )
     data.apply_model(bundle)
     writer = PredictionWriter(str(output), resume=resume, progress=progress)
     accelerator, devices = _accelerator(device)
     with _quiet_lightning(), _threads_beside(workers if accelerator == "cpu" else 0):
         trainer = L.Trainer(
-            accelerator=accelerator, devices=devices, precision="32-true", logger=False, callbacks=[writer],
+            accelerator=accelerator, devices=devices, precision=precision or fastest_precision(device),
+            logger=False, callbacks=[writer],
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         )
-        trainer.predict(BundlePredictor(bundle), datamodule=data, return_predictions=False)
+        trainer.predict(bundle.model, datamodule=data, return_predictions=False)
     return writer.summary
 
 
@@ -144,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="CSV to write (one row per input record)")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="auto: the checkpoint's evaluation mode; else 2D+3D with coordinates, 2D without (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="records per chunk (and per model batch)")
+    parser.add_argument("--batch-size", type=int, default=64, help="most molecules per model batch")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="records sorted by size together into batches, and the unit a resumed run restarts "
+                             "from (default 8 x batch size)")
     parser.add_argument("--max-atoms", type=int, default=512, help="records with more atoms are reported")
     parser.add_argument("--conformers", action="store_true",
                         help="embed an RDKit conformer (ETKDG+MMFF) for inputs without coordinates")
@@ -154,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue a killed run from the rows already in OUTPUT.partial")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default=None,
+                        help="Lightning precision (default: bf16-mixed where the device computes bf16 fast "
+                             "(GPUs, CPUs with AVX512-BF16 or AMX), else 32-true; 32-true for exact fp32 outputs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -167,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_inference(
             args.checkpoint, args.input, args.output, mode=args.mode, batch_size=args.batch_size,
             max_atoms=args.max_atoms, conformers=args.conformers, seed=args.seed, device=args.device,
-            progress=not args.quiet, workers=args.workers, resume=args.resume,
+            progress=not args.quiet, workers=args.workers, resume=args.resume, precision=args.precision,
+            chunk_size=args.chunk_size,
         )
     except DamagedInputError as err:
         print(f"tmzoo infer: error: {err}", file=sys.stderr)

@@ -4,10 +4,12 @@
 cut into chunks of ``chunk_size`` consecutive records (chunk ``k`` holds records
 ``[k*chunk_size, (k+1)*chunk_size)``, whatever the start). Each loader worker (and each DDP
 rank) featurises every n-th chunk; the ``DataLoader`` hands workers' outputs back round-robin,
-so chunks arrive in input order. A chunk is a PyG ``Batch`` of its featurised records plus
-``rows``: ``(index, name, smiles, mode, error)`` for *every* record of the chunk, those that
-failed included, so outputs keep one row per record. A chunk whose records all failed carries
-one placeholder graph (``num_predicted == 0``) so every batch can go through a model.
+so chunks arrive in input order. A chunk is a :class:`Chunk`: ``rows``
+``(index, name, smiles, mode, error)`` for *every* record, those that failed included, so
+outputs keep one row per record, and the featurised records sorted by atom count and cut
+into model batches (padded in the worker: the predicting process only runs the model), so
+that a batch pads to molecules of about its own size. :meth:`Chunk.predict` puts the
+predictions back in input order.
 
 A damaged compressed input ends the stream: the chunk holding the damage carries its readable
 records and ``input_error`` (the message); no chunk follows it. Memory is bounded by the
@@ -16,12 +18,17 @@ chunk size and the loader's prefetch, whatever the file size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from rdkit import Chem
+import numpy as np
+import torch
+from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import Batch, Data
+
+from tmzoo.data.batching import SizeBatchSampler
 
 from tmzoo.chem.molecule import MoleculeError
 from tmzoo.io.files import DamagedInputError, open_text
@@ -45,6 +52,39 @@ def pass_through(item):
     return item
 
 
+@dataclass
+class Chunk:
+    """Consecutive records of a file, featurised: a row for every record, model batches of the rest.
+
+    ``batches`` hold the featurised records sorted by atom count (``collate``'s output: a
+    :class:`~tmzoo.data.dense.DenseMolecules` or a PyG ``Batch``); ``order[j]`` is the place,
+    among the featurised records in input order, of the ``j``-th molecule of the batches.
+    """
+
+    rows: list[tuple]
+    batches: list[Any]
+    order: Tensor
+    input_error: str = ""
+
+    @property
+    def num_graphs(self) -> int:
+        """Records with a featurised molecule (predicted), of ``len(rows)``."""
+        return int(self.order.numel())
+
+    def to(self, *args, **kwargs) -> "Chunk":
+        return replace(self, batches=[batch.to(*args, **kwargs) for batch in self.batches])
+
+    def predict(self, model: Callable[[Any], Tensor]) -> Tensor:
+        """``model(batch)`` of every batch, concatenated in input order: ``[num_graphs, T]``
+        (``[0, 0]`` for a chunk whose records all failed)."""
+        if not self.batches:
+            return torch.empty(0, 0)
+        out = torch.cat([model(batch) for batch in self.batches])
+        in_order = torch.empty_like(out)
+        in_order[self.order.to(out.device)] = out
+        return in_order
+
+
 class RecordStream(IterableDataset):
     """Featurised chunks of ``path`` from record ``start`` on (see the module docstring).
 
@@ -52,10 +92,13 @@ class RecordStream(IterableDataset):
         path: ``.sdf``, ``.smi`` or ``.csv`` (optionally gzipped).
         featurize: ``Record -> Data`` with ``mode`` (e.g. :class:`tmzoo.io.featurize.RecordFeaturizer`);
             raises :class:`~tmzoo.chem.molecule.MoleculeError` for a record it cannot featurise;
-            its ``placeholder()`` (when it has one) makes the stand-in graph.
-        chunk_size: records per chunk (the largest batch the model sees).
+        chunk_size: records per chunk (the unit of sorting, of worker hand-out and of resume).
         start: first record index streamed (records before it are framed, not featurised).
         rank, world_size: this process's share under DDP (chunks are dealt round-robin).
+        batch_size: most molecules in a model batch (default: the chunk size).
+        max_pairs: most padded atom pairs ``B·N_max²`` in a model batch (a larger molecule gets
+            a batch of its own), so that memory stays bounded whatever the molecules.
+        collate: featurised molecules -> model batch (default: a PyG ``Batch``).
     """
 
     def __init__(
@@ -66,17 +109,22 @@ class RecordStream(IterableDataset):
         start: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        batch_size: int | None = None,
+        max_pairs: int | None = None,
+        collate: Callable[[list[Data]], Any] = Batch.from_data_list,
     ):
         super().__init__()
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        if chunk_size < 1 or (batch_size is not None and batch_size < 1):
+            raise ValueError(f"chunk_size and batch_size must be at least 1, got {chunk_size} and {batch_size}")
         self.path = Path(path)
         self.featurize = featurize
         self.chunk_size = int(chunk_size)
         self.start = int(start)
         self.rank = int(rank)
         self.world_size = int(world_size)
-        self._placeholder: Data | None = None
+        self.batch_size = int(batch_size or chunk_size)
+        self.max_pairs = max_pairs
+        self.collate = collate
 
     # ------------------------------------------------------------------ sharding
     def _mine(self, worker: int, workers: int) -> Callable[[int], bool]:
@@ -124,8 +172,8 @@ class RecordStream(IterableDataset):
         if records:
             yield self.chunk(records)
 
-    def chunk(self, records: list[Record], input_error: str = "") -> Batch:
-        """The featurised records as one ``Batch`` with ``rows``, ``num_predicted``, ``input_error``."""
+    def chunk(self, records: list[Record], input_error: str = "") -> Chunk:
+        """The records' rows, and their featurised molecules in model batches of similar size."""
         rows, graphs = [], []
         for record in records:
             mode, error = "", ""
@@ -138,19 +186,14 @@ class RecordStream(IterableDataset):
             except Exception as err:  # an unexpected failure stays with its record
                 error = f"featurisation failed: {type(err).__name__}: {err}"
             rows.append((record.index, record.name, record.smiles, mode, error))
-        batch = Batch.from_data_list(graphs or [self.placeholder()])
-        batch.rows = rows
-        batch.num_predicted = len(graphs)
-        batch.input_error = input_error
-        return batch
-
-    def placeholder(self) -> Data:
-        """A one-atom graph (methane, 2D) standing in for a chunk whose records all failed."""
-        if self._placeholder is None:
-            make = getattr(self.featurize, "placeholder", None)
-            methane = Record(-1, "placeholder", Chem.MolFromSmiles("C"), "C")
-            self._placeholder = make() if make is not None else self.featurize(methane)
-        return self._placeholder
+        sizes = np.array([int(g.num_nodes) for g in graphs], dtype=np.int64)
+        batches = SizeBatchSampler(
+            graphs, self.batch_size, max_pairs=self.max_pairs, shuffle=False, window=max(len(graphs), 1),
+            sizes=sizes, num_replicas=1, rank=0,
+        )
+        order = [index for batch in batches for index in batch]
+        return Chunk(rows, [self.collate([graphs[i] for i in batch]) for batch in batches],
+                     torch.tensor(order, dtype=torch.long), input_error)
 
 
 def count_records(path: str | Path, block: int = 1 << 20) -> int | None:
@@ -173,4 +216,4 @@ def count_records(path: str | Path, block: int = 1 << 20) -> int | None:
     return max(lines - (kind == ".csv"), 0)
 
 
-__all__ = ["ROW_FIELDS", "RecordStream", "count_records", "pass_through", "shard_of"]
+__all__ = ["ROW_FIELDS", "Chunk", "RecordStream", "count_records", "pass_through", "shard_of"]

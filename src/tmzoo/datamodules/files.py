@@ -11,7 +11,9 @@ import warnings
 from pathlib import Path
 
 from torch.utils.data import DataLoader
+from torch_geometric.data import Batch
 
+from tmzoo.data.dense import DenseCollater
 from tmzoo.data.stream import RecordStream, pass_through
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.datamodules.base import MoleculeDataModule
@@ -20,17 +22,22 @@ from tmzoo.io.files import DamagedInputError
 from tmzoo.io.records import file_kind, read_records
 from tmzoo.modes import MODES
 
+#: padded atom pairs a batch may hold per molecule of ``batch_size`` (32 atoms each)
+PAIRS_PER_MOLECULE = 32 * 32
+
 _TRANSFORM_ARGS = tuple(inspect.signature(transformer_m_transform).parameters)
 
 
 class FilesDataModule(MoleculeDataModule):
     """Predict-only datamodule streaming one user file (see :class:`tmzoo.data.stream.RecordStream`).
 
-    Batches are chunks of ``batch_size`` consecutive records, featurised in ``num_workers``
-    loader processes and delivered in input order; each carries ``rows`` (index, name, smiles,
-    mode, error) for every record of the chunk, failures included, which
-    :class:`tmzoo.tasks.PredictionWriter` writes as one CSV row per record. Memory stays
-    bounded whatever the file size.
+    Loader items are :class:`~tmzoo.data.stream.Chunk`\ s of ``chunk_size`` consecutive records,
+    featurised in ``num_workers`` loader processes and delivered in input order; each carries
+    ``rows`` (index, name, smiles, mode, error) for every record of the chunk, failures
+    included, which :class:`tmzoo.tasks.PredictionWriter` writes as one CSV row per record, and
+    the featurised records sorted by size into padded batches of at most ``batch_size``
+    molecules and ``batch_size · 32²`` padded atom pairs (so a batch of large molecules is
+    smaller). Memory stays bounded whatever the file size.
 
     Args:
         path: ``.sdf`` (coordinates used), ``.smi`` or ``.csv`` with a ``smiles`` column.
@@ -45,6 +52,8 @@ class FilesDataModule(MoleculeDataModule):
         model_has_3d: whether the model has a 3D channel (``auto`` reads everything in 2D otherwise).
         model_has_2d: whether the model has a 2D channel (``auto`` reads everything in 3D otherwise:
             a record without coordinates is an error suggesting ``conformers``).
+        chunk_size: records per chunk (default ``8 · batch_size``): molecules are sorted by size
+            within a chunk; a resumed run continues after the last whole chunk.
         checkpoint: a tmzoo or released checkpoint whose recorded featurisation (hops, path mode,
             hydrogens), evaluation mode and target names replace the arguments above. Without it,
             the checkpoint a trainer restores (``tmzoo predict --ckpt_path``) is read the same way.
@@ -65,9 +74,12 @@ class FilesDataModule(MoleculeDataModule):
         eval_mode: str | None = None,
         model_has_3d: bool = True,
         model_has_2d: bool = True,
+        chunk_size: int | None = None,
+        dense_batches: bool = True,
         checkpoint: str | None = None,
     ):
-        super().__init__(batch_size, num_workers, max_hops, reference_compatible)
+        super().__init__(batch_size, num_workers, max_hops, reference_compatible, dense_batches=dense_batches)
+        self.chunk_size = int(chunk_size or 8 * batch_size)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.path = Path(path)
@@ -97,6 +109,7 @@ class FilesDataModule(MoleculeDataModule):
         self.eval_mode = getattr(bundle, "eval_mode", None)
         self.model_has_3d = bool(getattr(bundle.encoder, "use_3d", True))
         self.model_has_2d = bool(getattr(bundle.encoder, "use_2d", True))
+        self.dense_batches = bool(getattr(bundle.encoder, "reads_dense_batches", False))
         self._target_names = [str(n) for n in getattr(bundle, "target_names", None) or []] or None
 
     @property
@@ -130,7 +143,7 @@ class FilesDataModule(MoleculeDataModule):
         resume rows computed with other settings)."""
         stat = self.path.stat()
         return {"input": os.path.realpath(self.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                "batch_size": self.batch_size, "featurizer": dataclasses.asdict(self.featurizer())}
+                "batch_size": self.batch_size, "chunk_size": self.chunk_size, "featurizer": dataclasses.asdict(self.featurizer())}
 
     def setup(self, stage: str | None = None) -> None:
         """Check the file itself (exists, known type, CSV header) before any worker starts."""
@@ -160,7 +173,11 @@ class FilesDataModule(MoleculeDataModule):
         trainer = getattr(self, "trainer", None)
         self._apply_restored_checkpoint(trainer)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return RecordStream(self.path, self.featurizer(), self.batch_size, self.start_index, rank, world)
+        return RecordStream(
+            self.path, self.featurizer(), self.chunk_size, self.start_index, rank, world, batch_size=self.batch_size,
+            max_pairs=self.batch_size * PAIRS_PER_MOLECULE,
+            collate=DenseCollater() if self.dense_batches else Batch.from_data_list,
+        )
 
     def predict_dataloader(self) -> DataLoader:
         workers = self.num_workers

@@ -133,10 +133,3 @@ class RecordFeaturizer:
             record, self.transform, self.mode, self.model_has_3d, self.max_atoms, self.conformers, self.seed,
             self.hydrogens, self.eval_mode, self.model_has_2d,
         )
-
-    def placeholder(self) -> Data:
-        """Methane read in 2D, featurised like the records (stands in where no record is left to predict)."""
-        data = self.transform(mol_to_data(apply_hydrogens(Chem.MolFromSmiles("C"), self.hydrogens)))
-        data.idx = torch.tensor([-1])
-        data.mode = torch.tensor([int(Mode.ONLY_2D)])
-        return data

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from tmzoo.checkpoints.bundle import FEATURIZATION, build_module, class_path, module_spec, tmzoo_class
+from tmzoo.data.stream import Chunk
 from tmzoo.io.files import atomic_write
 from tmzoo.models.output import EncoderOutput
 from tmzoo.modes import MODE_NAMES, EvalMode, Mode, mode_probs_tensor
@@ -102,8 +103,11 @@ class MoleculeTask(L.LightningModule):
     def embed_dim(self) -> int:
         return int(self.encoder.embed_dim)
 
-    def encode(self, batch, mode: Mode | None = None) -> EncoderOutput:
-        """Encoder output; ``mode`` forces one mode for every molecule (training draws them)."""
+    def encode(self, batch, mode: Mode | Tensor | None = None) -> EncoderOutput:
+        """Encoder output; ``mode`` forces one mode for every molecule (training draws them), or
+        gives one per molecule (a ``[B]`` tensor)."""
+        if isinstance(mode, Tensor):
+            return self.encoder(batch, mode)
         if mode is None and not self.training and "mode" in batch:  # per-record modes (users' files)
             return self.encoder(batch, batch.mode.view(-1))
         if mode is None and not self.training:
@@ -138,7 +142,9 @@ class MoleculeTask(L.LightningModule):
         self._test_rows = []
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
-        return self(batch)
+        """Predictions in data units; a users' file's :class:`~tmzoo.data.stream.Chunk` batch by
+        batch, in input order."""
+        return batch.predict(self) if isinstance(batch, Chunk) else self(batch)
 
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self):

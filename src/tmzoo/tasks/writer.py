@@ -59,7 +59,7 @@ def model_digest(module: torch.nn.Module) -> str:
 
 #: how a difference between a partial file's settings and this run's is named
 _SETTING_NAMES = {"columns": "set of targets", "model": "model (weights)", "input": "input file",
-                  "size": "input file", "mtime_ns": "input file (modified since)", "batch_size": "batch size",
+                  "size": "input file", "mtime_ns": "input file (modified since)", "batch_size": "batch size", "chunk_size": "chunk size",
                   "featurizer": "featurisation (mode, hydrogens, conformers, atom limit)"}
 
 
@@ -134,7 +134,8 @@ class PredictionWriter(BasePredictionWriter):
         if self.resume:
             if trainer.world_size > 1:
                 raise ValueError("resume is for single-process prediction runs")
-            self._earlier = self._scan_partial(int(getattr(datamodule, "batch_size", 1) or 1))
+            chunk = getattr(datamodule, "chunk_size", None) or getattr(datamodule, "batch_size", 1)
+            self._earlier = self._scan_partial(int(chunk or 1))
             start = self._earlier["rows"] if self._earlier else 0
             if start and not hasattr(datamodule, "start_index"):
                 raise ValueError(f"{type(datamodule).__name__} cannot start after the {start} rows of {self._partial}")
@@ -248,7 +249,8 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if self._handle is None:
             self._open(pl_module)
-        values = torch.as_tensor(prediction).detach().float().cpu().reshape(batch.num_graphs, -1)
+        values = torch.as_tensor(prediction).detach().float().cpu()
+        values = values.reshape(batch.num_graphs, -1) if batch.num_graphs else values.new_empty(0, len(self.target_names))
         if values.shape[1] != len(self.target_names):
             raise ValueError(
                 f"the model predicts {values.shape[1]} values per molecule but names "
