@@ -16,6 +16,7 @@ from typing import get_args
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_parameter_registration_hook
+from torch.overrides import TorchFunctionMode
 
 from tmzoo.checkpoints.official import convert_official, is_official
 from tmzoo.checkpoints.safe_pickle import safe_load
@@ -147,10 +148,13 @@ def spec_and_state(checkpoint: dict, require_spec: bool = True) -> tuple[dict, d
     raise ValueError("not a tmzoo checkpoint nor a released Transformer-M checkpoint")
 
 
-def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor], check_only: bool = False) -> None:
+def load_state_strict(
+    modules: dict[str, nn.Module], state: dict[str, Tensor], check_only: bool = False, assign: bool = False
+) -> None:
     """Load prefixed weights into ``modules``; any missing, unexpected or mis-shaped tensor is an error.
 
     ``check_only``: only compare names and shapes (e.g. against modules on the meta device).
+    ``assign``: the modules take the tensors themselves (cast to the modules' dtypes), no copy.
     """
     expected = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
     missing = sorted(set(expected) - set(state))
@@ -167,7 +171,19 @@ def load_state_strict(modules: dict[str, nn.Module], state: dict[str, Tensor], c
         return
     for name, module in modules.items():
         prefix = name + "."
-        module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        mine = {k[len(prefix) :]: v.to(expected[k].dtype) for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(mine, assign=assign)
+
+
+class _SkipInit(TorchFunctionMode):
+    """``torch.nn.init`` does nothing (as Lightning's ``empty_init``): modules about to take a
+    checkpoint's weights skip drawing random ones (a third of the time an L12 file takes to load)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs.get("tensor", args[0] if args else None)
+        return func(*args, **kwargs)
 
 
 def _check_layout(spec, state) -> None:
@@ -187,6 +203,14 @@ def _check_layout(spec, state) -> None:
     ):
         wanted = ", ".join(f"{k}: {type(default).__name__}" for k, default in allowed.items())
         raise ValueError(f"the tmzoo spec's 'featurization' must be a dict of {{{wanted}}}, got {featurization!r}")
+    for key in ("target_mean", "target_std"):
+        value = spec.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"the tmzoo spec's {key!r} must be a list of numbers, got {value!r}")
+    targets = spec.get("targets")
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise ValueError(f"the tmzoo spec's 'targets' must be a list of names, got {targets!r}")
     eval_modes = (None, *get_args(EvalMode))
     if spec.get("eval_mode") not in eval_modes:
         raise ValueError(f"the tmzoo spec's 'eval_mode' must be one of {eval_modes}, got {spec.get('eval_mode')!r}")
@@ -232,8 +256,9 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
         spec, state = spec_and_state(checkpoint)
         _check_layout(spec, state)
         _dry_run(spec, state)
-        modules = {name: build_module(s) for name, s in spec["modules"].items()}
-        load_state_strict(modules, state)
+        with _SkipInit():
+            modules = {name: build_module(s) for name, s in spec["modules"].items()}
+        load_state_strict(modules, state, assign=True)
         bundle = ModelBundle(spec, build_task(spec, modules))
     except ValueError:
         raise
