@@ -132,3 +132,11 @@ def test_a_model_without_2d_channel_refuses_records_without_coordinates():
     with pytest.raises(MoleculeError, match="no 2D channel"):
         record_mode("2d", True, model_has_2d=False)
     assert record_mode("auto", False) == Mode.ONLY_2D  # a model with both channels reads it in 2D
+
+
+def test_empty_csv_has_no_records(ckpt, tmp_path, capsys):
+    """A 0-byte CSV is an input without records (as an empty .smi), not a missing 'smiles' column."""
+    empty, out = tmp_path / "empty.csv", tmp_path / "out.csv"
+    empty.write_bytes(b"")
+    assert main(["infer", "--checkpoint", ckpt, "--input", str(empty), "--output", str(out), "--quiet"]) == 0
+    assert read(out) == [] and "0 of 0 records" in capsys.readouterr().out

@@ -67,6 +67,7 @@ def _quiet_lightning():
     logger.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # Lightning vs torch, not ours
         try:
             yield
         finally:

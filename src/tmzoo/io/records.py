@@ -403,6 +403,8 @@ def _read_csv(
         header = next(reader, None)
     except csv.Error as err:
         raise ValueError(f"{path}: cannot read the CSV header ({err})") from None
+    if header is None:  # an empty file: no records, as an empty .smi
+        return
     columns = {c.lower().strip(): i for i, c in enumerate(header or [])}
     if "smiles" not in columns:
         raise ValueError(f"{path}: CSV input needs a 'smiles' column (found {_shorten(str(header), 200)})")
