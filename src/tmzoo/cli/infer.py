@@ -15,10 +15,12 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -40,16 +42,72 @@ def default_workers() -> int:
     return max(1, min(4, _cores() - 1))
 
 
-@contextlib.contextmanager
-def _threads_beside(workers: int):
-    """The model's CPU threads on the cores the loader workers leave free (at least one):
-    more threads than cores make every process wait on the others."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, _cores() - workers)) if workers else before)
+def idle_cores(seconds: float = 0.1) -> float | None:
+    """How many of this process's cores sat idle over the next ``seconds`` (Linux ``/proc/stat``;
+    ``None`` where it cannot be read)."""
+
+    def idle_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            ticks = [int(v) for v in handle.readline().split()[1:9]]  # user .. steal
+        return ticks[3] + ticks[4], sum(ticks)
+
     try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        idle0, total0 = idle_and_total()
+        time.sleep(seconds)
+        idle1, total1 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    share = (idle1 - idle0) / max(total1 - total0, 1)
+    return share * min(_cores(), os.cpu_count() or 1)
+
+
+class ShareCores(Callback):
+    """CPU threads of the predicting process beside ``workers`` featurising processes, measured.
+
+    Two settings are tried on chunks of the run and the faster per molecule is kept: the cores
+    the workers leave (at least one: a model faster than featurisation, or cores shared with
+    other work, where more threads than free cores make every process wait on the others) and
+    every core (a large model, whose workers need little). A run starts on every core when the
+    cores are idle as it starts (:func:`idle_cores`), else on those the workers leave; the trial
+    is repeated every ``period`` chunks, as the load of the machine changes.
+    """
+
+    def __init__(self, workers: int, period: int = 64):
+        self.every = torch.get_num_threads()
+        self.settings = sorted({max(1, min(self.every, _cores() - workers)), self.every})
+        self.period = period
+        self.speed: dict[int, float] = {}
+        idle = idle_cores()
+        self.chosen = self.every if idle is not None and idle >= _cores() - 0.25 else self.settings[0]
+        self._ended = 0.0
+
+    def _trial(self, batch_idx: int) -> int | None:
+        """The setting chunk ``batch_idx`` tries, if it is a trial chunk (chunk 0 warms up)."""
+        step = (batch_idx - 1) % self.period
+        return self.settings[step] if batch_idx > 0 and step < len(self.settings) and len(self.settings) > 1 else None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        torch.set_num_threads(self.chosen)
+        self._ended = time.perf_counter()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        """A chunk's time is from the previous chunk's end (waiting for the workers included) to its own."""
+        now = time.perf_counter()
+        trial = self._trial(batch_idx)
+        if trial is not None and batch.num_graphs:
+            self.speed[trial] = batch.num_graphs / (now - self._ended)
+            if len(self.speed) == len(self.settings):
+                self.chosen = max(self.speed, key=self.speed.get)
+                self.speed = {}
+        following = self._trial(batch_idx + 1)
+        torch.set_num_threads(following if following is not None else self.chosen)
+        self._ended = time.perf_counter()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        torch.set_num_threads(self.every)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        torch.set_num_threads(self.every)
 
 
 def _accelerator(device: str) -> tuple[str, int | list[int]]:
@@ -117,10 +175,10 @@ def run_inference(
     data.apply_model(bundle)
     writer = PredictionWriter(str(output), resume=resume, progress=progress)
     accelerator, devices = _accelerator(device)
-    with _quiet_lightning(), _threads_beside(workers if accelerator == "cpu" else 0):
+    with _quiet_lightning():
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, precision=precision or fastest_precision(device),
-            logger=False, callbacks=[writer],
+            logger=False, callbacks=[writer, *([ShareCores(workers)] if accelerator == "cpu" else [])],
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         )
         trainer.predict(bundle.model, datamodule=data, return_predictions=False)
@@ -138,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="most molecules per model batch")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="records sorted by size together into batches, and the unit a resumed run restarts "
-                             "from (default 8 x batch size)")
+                             "from (default 4 x batch size)")
     parser.add_argument("--max-atoms", type=int, default=512, help="records with more atoms are reported")
     parser.add_argument("--conformers", action="store_true",
                         help="embed an RDKit conformer (ETKDG+MMFF) for inputs without coordinates")

@@ -52,7 +52,7 @@ class FilesDataModule(MoleculeDataModule):
         model_has_3d: whether the model has a 3D channel (``auto`` reads everything in 2D otherwise).
         model_has_2d: whether the model has a 2D channel (``auto`` reads everything in 3D otherwise:
             a record without coordinates is an error suggesting ``conformers``).
-        chunk_size: records per chunk (default ``8 · batch_size``): molecules are sorted by size
+        chunk_size: records per chunk (default ``4 · batch_size``): molecules are sorted by size
             within a chunk; a resumed run continues after the last whole chunk.
         checkpoint: a tmzoo or released checkpoint whose recorded featurisation (hops, path mode,
             hydrogens), evaluation mode and target names replace the arguments above. Without it,
@@ -79,7 +79,7 @@ class FilesDataModule(MoleculeDataModule):
         checkpoint: str | None = None,
     ):
         super().__init__(batch_size, num_workers, max_hops, reference_compatible, dense_batches=dense_batches)
-        self.chunk_size = int(chunk_size or 8 * batch_size)
+        self.chunk_size = int(chunk_size or 4 * batch_size)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.path = Path(path)
