@@ -18,7 +18,11 @@ The encoder owns the featurisation: its ``multi_hop_max_dist`` and ``reference_c
 
 Runs resume: ``fit --ckpt_path last`` continues the newest run under
 ``trainer.default_root_dir`` in its own folder (``lightning_logs/version_N``, checkpoints in
-its ``checkpoints/``); SIGTERM (preemption) saves ``last.ckpt`` there and exits with status 143.
+its ``checkpoints/``) from its newest ``last*.ckpt`` (:func:`newest_last_checkpoint`). The
+experiments keep the latest state there in ``last-state.ckpt``, after every validation (a
+``ModelCheckpoint`` with ``monitor: null``; a monitored one's ``last.ckpt`` changes only with a
+new best), so a killed run (SIGKILL, out of memory) loses at most the steps since its last
+validation; SIGTERM (preemption) saves ``last.ckpt`` there and exits with status 143.
 Without a logger (``--trainer.logger=false``) a ``LearningRateMonitor`` is dropped, with a note.
 ``--trainer.precision`` ``*-true`` (pure half precision) is refused: use ``bf16-mixed``.
 
@@ -112,9 +116,14 @@ def last_checkpoint_path(trainer) -> Path:
 
 
 def newest_last_checkpoint(root: Path) -> Path | None:
-    """The newest ``lightning_logs/version_*/checkpoints/last*.ckpt`` under ``root``."""
+    """The newest ``lightning_logs/version_*/checkpoints/last*.ckpt`` under ``root``
+    (``last-state.ckpt`` of the experiments, ``last.ckpt`` of ``save_last`` and SIGTERM).
+
+    On equal times ``last.ckpt``: the experiments list the best's ``ModelCheckpoint`` after the
+    latest state's, so its ``last.ckpt`` of the same step is written after, with the best updated.
+    """
     found = [p for p in root.glob("lightning_logs/version_*/checkpoints/last*.ckpt") if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt")) if found else None
 
 
 class TmzooCLI(LightningCLI):
