@@ -323,3 +323,22 @@ def test_regression_statistics_come_from_the_checkpoint():
     fresh.load_state_dict(checkpoint["state_dict"])
     fresh.on_load_checkpoint(checkpoint)
     assert fresh.target_mean.tolist() == [5.0] and fresh.target_std.tolist() == [2.0]
+
+
+def test_3d_only_encoder_is_refused_before_training_on_2d_validation(tmp_path):
+    """PCQM4Mv2's valid split has no coordinates: a 3D-only model would fail (monitor missing) only at
+    its first validation, possibly thousands of steps in; it is refused at the start instead."""
+    import lightning as L
+
+    from tmzoo.datamodules import PCQM4Mv2DataModule
+    from tmzoo.models import GapHead, TransformerM
+    from tmzoo.tasks import Pretraining
+
+    data = PCQM4Mv2DataModule(cache_dir=str(tmp_path / "cache"), batch_size=8)
+    encoder = TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4, use_2d=False,
+                           mode_probs=[0.0, 0.0, 1.0])
+    task = Pretraining(encoder, gap_head=GapHead)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="no 2D channel"):
+        trainer.fit(task, datamodule=data)

@@ -117,6 +117,18 @@ class MoleculeTask(L.LightningModule):
         modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=self.device)
         return self.encoder(batch, modes)
 
+    def on_fit_start(self) -> None:
+        """A model without a 2D channel cannot be validated on molecules without coordinates
+        (PCQM4Mv2's ``valid``): refused before training, not at the first validation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        validates = self.trainer.limit_val_batches != 0 and not self.trainer.fast_dev_run  # a smoke run keeps nothing
+        if validates and not getattr(self.encoder, "use_2d", True) and "val" in getattr(datamodule, "drop_coordinates_in", ()):
+            raise ValueError(
+                f"{type(datamodule).__name__} validates without coordinates (the benchmark's protocol) and this "
+                "encoder has no 2D channel: validate on molecules with coordinates, or train with "
+                "--trainer.limit_val_batches 0"
+            )
+
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch, stage: str) -> None:
         """Update and log the ``stage`` ("val"/"test") metrics for one batch."""
