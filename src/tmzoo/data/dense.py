@@ -8,9 +8,12 @@ embedding modules own every vocabulary offset and padding row.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
@@ -90,6 +93,40 @@ class DenseMolecules:
     def __len__(self) -> int:
         return self.num_graphs
 
+    def __reduce__(self):
+        """Pickled (out of a loader worker) with every CPU tensor packed into one byte buffer: one
+        shared-memory segment to create, pass and map per batch rather than one per tensor."""
+        groups = ({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, self.extra)
+        tensors = [v for group in groups for v in group.values() if isinstance(v, Tensor)]
+        if any(t.device.type != "cpu" or t.requires_grad for t in tensors):
+            return type(self), tuple(getattr(self, f.name) for f in fields(self))
+        layouts: tuple[dict, dict] = ({}, {})  # key -> (dtype, shape, byte offset), for fields and extra
+        offset = 0
+        for group, layout in zip(groups, layouts):
+            for key, value in group.items():
+                if isinstance(value, Tensor):
+                    layout[key] = (value.dtype, tuple(value.shape), offset)
+                    offset += -(-value.numel() * value.element_size() // _ALIGN) * _ALIGN
+        buffer = torch.empty(offset, dtype=torch.uint8)
+        for group, layout in zip(groups, layouts):
+            for key, spec in layout.items():
+                _view(buffer, *spec).copy_(group[key])
+        others = [{k: v for k, v in group.items() if k not in layout} for group, layout in zip(groups, layouts)]
+        return _unpack, (type(self), buffer, *layouts, *others)
+
+
+_ALIGN = 16  # byte alignment of each tensor in a packed batch (any element size divides it)
+
+
+def _view(buffer: Tensor, dtype: torch.dtype, shape: tuple[int, ...], offset: int) -> Tensor:
+    return buffer[offset : offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+
+
+def _unpack(cls, buffer: Tensor, field_layout: dict, extra_layout: dict, fields_: dict, extra: dict) -> DenseMolecules:
+    """The batch of :meth:`DenseMolecules.__reduce__`; its tensors are views of ``buffer``."""
+    tensors = {k: _view(buffer, *spec) for k, spec in field_layout.items()}
+    return cls(**tensors, **fields_, extra={**extra, **{k: _view(buffer, *spec) for k, spec in extra_layout.items()}})
+
 
 def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
     """Pad featurised molecules (``transformer_m_transform`` output) into one :class:`DenseMolecules`."""
@@ -99,23 +136,27 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
     counts = [int(d.num_nodes) for d in data_list]
     n = max(counts)
     first = data_list[0]
-    hops = first.pair_path.shape[1]
-    x = torch.zeros(b, n, first.x.shape[-1], dtype=torch.long)
-    mask = torch.zeros(b, n, dtype=torch.bool)
-    degree = torch.zeros(b, n, dtype=torch.long)
-    pos = torch.zeros(b, n, 3)
-    has_pos = torch.zeros(b, dtype=torch.bool)
-    spd = torch.full((b, n, n), -1, dtype=torch.long)
-    path = torch.zeros(b, n, n, hops, first.pair_path.shape[-1], dtype=torch.uint8)
-    for i, (d, k) in enumerate(zip(data_list, counts)):
-        x[i, :k] = d.x
-        mask[i, :k] = True
-        degree[i, :k] = d.degree
-        has_pos[i] = bool(d.has_pos.view(-1)[0])
-        if has_pos[i]:
-            pos[i, :k] = d.pos
-        spd[i, :k, :k] = d.pair_spd.view(k, k)
-        path[i, :k, :k] = d.pair_path.view(k, k, hops, -1)
+    path_shape = first.pair_path.shape[1:]
+    # every molecule's atoms and pairs scattered at once into the flattened padded tensors
+    atom_rows = torch.from_numpy(np.concatenate([np.arange(g * n, g * n + k) for g, k in enumerate(counts)]))
+    pair_rows = torch.from_numpy(np.concatenate([_pair_slots(k, n) + g * n * n for g, k in enumerate(counts)]))
+    x = torch.zeros(b * n, first.x.shape[-1], dtype=torch.long)
+    x[atom_rows] = torch.cat([d.x for d in data_list]).long()
+    mask = torch.zeros(b * n, dtype=torch.bool)
+    mask[atom_rows] = True
+    degree = torch.zeros(b * n, dtype=torch.long)
+    degree[atom_rows] = torch.cat([d.degree for d in data_list]).long()
+    with_pos = [bool(d.has_pos.view(-1)[0]) for d in data_list]
+    pos = torch.zeros(b * n, 3)
+    if any(with_pos):  # coordinates are read from the molecules that have them only
+        on = torch.from_numpy(np.repeat(with_pos, counts))
+        pos[atom_rows[on]] = torch.cat([d.pos for d, h in zip(data_list, with_pos) if h]).float()
+    spd = torch.full((b * n * n,), -1, dtype=torch.long)
+    spd[pair_rows] = torch.cat([d.pair_spd.view(-1) for d in data_list]).long()
+    path = torch.zeros(b * n * n, *path_shape, dtype=torch.uint8)
+    path[pair_rows] = torch.cat([d.pair_path for d in data_list])
+    x, mask, degree, pos = x.view(b, n, -1), mask.view(b, n), degree.view(b, n), pos.view(b, n, 3)
+    has_pos, spd, path = torch.tensor(with_pos), spd.view(b, n, n), path.view(b, n, n, *path_shape)
     per_graph = {}
     extra: dict[str, Any] = {}
     widest = data_list[counts.index(n)]  # a 1-atom molecule cannot tell per-atom from per-molecule
@@ -138,6 +179,15 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
         x=x, mask=mask, degree=degree, pos=pos, has_pos=has_pos, spd=spd, path=path,
         y=y, idx=None if idx is None else idx.view(-1), mode=None if mode is None else mode.view(-1), extra=extra,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _pair_slots(k: int, n: int) -> np.ndarray:
+    """Rows of the ``k*k`` pairs of a ``k``-atom molecule in a flattened ``[n, n]`` grid (read-only)."""
+    atoms = np.arange(k)
+    slots = (atoms[:, None] * n + atoms[None, :]).ravel()
+    slots.setflags(write=False)
+    return slots
 
 
 class DenseCollater:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmzoo.models.init import init_transformer_m_
+from tmzoo.models.layers import Dropout
 from tmzoo.models.output import EncoderOutput
 
 
@@ -52,7 +53,7 @@ class DenoisingHead(nn.Module):
         self.force_proj1 = nn.Linear(embed_dim, 1)
         self.force_proj2 = nn.Linear(embed_dim, 1)
         self.force_proj3 = nn.Linear(embed_dim, 1)
-        self.dropout = nn.Dropout(attention_dropout)
+        self.dropout = Dropout(attention_dropout)
         self.apply(init_transformer_m_)
 
     def forward(self, out: EncoderOutput) -> Tensor:
@@ -61,21 +62,27 @@ class DenoisingHead(nn.Module):
         atoms = out.atoms
         b, n, c = atoms.shape
         h = self.num_heads
-
-        def heads(t: Tensor) -> Tensor:
-            return t.view(b, n, h, -1).transpose(1, 2)
-
-        q = heads(self.q_proj(atoms)) * self.scaling
-        k, v = heads(self.k_proj(atoms)), heads(self.v_proj(atoms))
+        # force_proj_c(o_c(i)) = Σ_j Δ̂_ij[c] Σ_h A_h(i, j) u_hc(j) + b_c, with u_hc(j) = w_c,h · v_h(j):
+        # v_proj folded into each axis's projection, u comes from the atoms in the GEMM of q and k,
+        # and nothing [B, N, 3, C]-sized is formed
+        projections = (self.force_proj1, self.force_proj2, self.force_proj3)
+        w = torch.cat([p.weight for p in projections]).view(3, h, -1, 1)  # [3, H, D, 1]
+        u_weight = (w * self.v_proj.weight.view(1, h, -1, c)).sum(2).transpose(0, 1).reshape(h * 3, c)
+        u_bias = (w[..., 0] * self.v_proj.bias.view(1, h, -1)).sum(2).t().reshape(h * 3)
+        qku = F.linear(
+            atoms,
+            torch.cat([self.q_proj.weight, self.k_proj.weight, u_weight]),
+            torch.cat([self.q_proj.bias, self.k_proj.bias, u_bias]),
+        )
+        q, k, u = qku.split([c, c, h * 3], dim=-1)
+        q = q.view(b, n, h, -1).transpose(1, 2) * self.scaling
+        k = k.view(b, n, h, -1).transpose(1, 2)
         logits = q @ k.transpose(-1, -2) + out.bias[:, :, 1:, 1:]
         probs = self.dropout(torch.softmax(logits.float(), dim=-1).to(q.dtype))  # [B, H, N, N]
-        direction = out.direction.to(q.dtype)  # [B, N, N, 3]
-        # o[b,h,c,i,:] = sum_j probs[b,h,i,j] * dir[b,i,j,c] * v[b,h,j,:]
-        o = torch.einsum("bhij,bijc,bhjd->bichd", probs, direction, v).reshape(b, n, 3, c)
-        return torch.cat(
-            [self.force_proj1(o[:, :, 0]), self.force_proj2(o[:, :, 1]), self.force_proj3(o[:, :, 2])],
-            dim=-1,
-        ).float()
+        u = u.view(b, n, h, 3).transpose(1, 2)  # [B, H, N, 3]
+        m = torch.einsum("bhij,bhjc->bijc", probs, u)  # [B, N, N, 3]: Σ_h A_h(i, j) u_hc(j)
+        forces = (out.direction.float() * m.float()).sum(2)  # [B, N, 3]
+        return forces + torch.cat([p.bias for p in projections]).float()
 
 
 class GraphRegressionHead(nn.Module):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,7 +21,39 @@ def drop_path(x: Tensor, p: float, training: bool, per_token: bool = False) -> T
     keep = 1.0 - p
     shape = (1, x.shape[1], 1) if per_token else (x.shape[0], 1, 1)
     mask = x.new_empty(shape).bernoulli_(keep)
-    return x * mask / keep
+    return x * (mask / keep)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster CPU mask (:func:`dropout`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """``F.dropout(x, p, training)``; in eager mode on CPU, ``x * noise`` as ATen computes it there,
+    with the noise of :func:`dropout_noise` (about 4x faster to draw than ATen's ``bernoulli_``)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: fused by inductor
+        return F.dropout(x, p, training)
+    return x * dropout_noise(x.shape, p, x.dtype)
+
+
+def dropout_noise(shape: Sequence[int], p: float, dtype: torch.dtype) -> Tensor:
+    """CPU dropout noise: ``1 / (1 − p′)`` with probability ``1 − p′``, else 0, where ``p′`` is ``p``
+    rounded to 1/65536 (``|p′ − p| ≤ 8e-6``). Each element takes 16 bits of a 64-bit draw."""
+    n = math.prod(shape)
+    drop = round(p * 65536)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    uniform = bits.view(torch.int16)[:n].view(shape).float()  # on [-32768, 32767]
+    return uniform.ge_(drop - 32768).mul_(65536 / (65536 - drop) if drop < 65536 else 0.0).to(dtype)
+
+
+def fused_linear(x: Tensor, linears: Sequence[nn.Linear]) -> Tensor:
+    """``cat([l(x) for l in linears], -1)`` in one GEMM (and one cast of ``x`` under autocast)."""
+    return F.linear(x, torch.cat([l.weight for l in linears]), torch.cat([l.bias for l in linears]))
 
 
 class BiasedSelfAttention(nn.Module):
@@ -43,38 +78,33 @@ class BiasedSelfAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
-    def _heads(self, x: Tensor) -> Tensor:
+    def _qkv(self, x: Tensor) -> tuple[Tensor, ...]:
+        """q, k, v ``[B, H, T, D]`` (views) from one GEMM."""
         b, t, _ = x.shape
-        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        qkv = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj)).view(b, t, 3, self.num_heads, self.head_dim)
+        return tuple(y.transpose(1, 2) for y in qkv.unbind(2))
 
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
         b, t, c = x.shape
-        dropout = self.dropout if self.training else 0.0
+        p = self.dropout if self.training else 0.0
         if x.device.type == "cpu":
-            return self._explicit(x, bias, dropout)
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+            return self._explicit(x, bias, p)
+        q, k, v = self._qkv(x)
         # q is scaled before the bias is added, as in the reference; SDPA does exactly that
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 
-    def _explicit(self, x: Tensor, bias: Tensor, dropout: float) -> Tensor:
+    def _explicit(self, x: Tensor, bias: Tensor, p: float) -> Tensor:
         """The same attention written out (the CPU path).
 
-        q is scaled while still contiguous and the bias is added inside the batched matmul;
-        softmax runs in fp32.
+        q, k and v come from one GEMM; q·kᵀ is scaled and the bias added inside the batched
+        matmul; softmax runs in fp32.
         """
         b, t, c = x.shape
         h, d = self.num_heads, self.head_dim
-
-        def heads(y: Tensor) -> Tensor:
-            return y.view(b, t, h, d).transpose(1, 2).reshape(b * h, t, d)
-
-        q = heads(self.q_proj(x) * d**-0.5)
-        k, v = heads(self.k_proj(x)), heads(self.v_proj(x))
-        logits = torch.baddbmm(bias.to(q.dtype).reshape(b * h, t, t), q, k.transpose(1, 2))
-        probs = torch.softmax(logits.float(), dim=-1).to(q.dtype)
-        if dropout > 0.0:
-            probs = F.dropout(probs, dropout)
+        q, k, v = (y.reshape(b * h, t, d) for y in self._qkv(x))
+        logits = torch.baddbmm(bias.to(q.dtype).reshape(b * h, t, t), q, k.transpose(1, 2), alpha=d**-0.5)
+        probs = dropout(torch.softmax(logits.float(), dim=-1).to(q.dtype), p)
         out = torch.bmm(probs, v).view(b, h, t, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 
@@ -99,8 +129,8 @@ class TransformerMLayer(nn.Module):
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.final_layer_norm = nn.LayerNorm(embed_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.dropout = Dropout(dropout)
+        self.activation_dropout = Dropout(activation_dropout)
         self.droppath = droppath
         self.droppath_per_token = droppath_per_token
 

@@ -12,7 +12,7 @@ from tmzoo.data.dense import DenseMolecules, to_dense
 from tmzoo.models.embeddings import AtomEmbedding, Graph2DBias
 from tmzoo.models.geometry import Geometry3DBias
 from tmzoo.models.init import init_transformer_m_
-from tmzoo.models.layers import TransformerMLayer
+from tmzoo.models.layers import Dropout, TransformerMLayer
 from tmzoo.models.output import EncoderOutput
 from tmzoo.modes import Mode
 
@@ -73,7 +73,7 @@ class TransformerM(nn.Module):
             Geometry3DBias(embed_dim, num_heads, num_kernels, recompute=recompute_3d) if use_3d else None
         )
         self.emb_layer_norm = nn.LayerNorm(embed_dim) if embed_layer_norm else nn.Identity()
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         rates = torch.linspace(0, droppath, num_layers, device="cpu").tolist() if num_layers > 1 else [0.0]
         self.layers = nn.ModuleList(
             TransformerMLayer(
@@ -135,15 +135,17 @@ class TransformerM(nn.Module):
         direction = None
         compiling = torch.compiler.is_compiling()  # no data-dependent branches in a compiled graph
         if self.molecule_3d_bias is not None and (compiling or bool(use_3d.any())):
-            if compiling or bool(use_3d.all()):
+            if compiling:  # computed for every molecule, then zeroed where not used
+                bias_3d, atom_3d, direction = self.molecule_3d_bias(mol)
+                on = use_3d[:, None, None, None]
+                bias_3d = torch.where(on | torch.isinf(bias_3d), bias_3d, torch.zeros_like(bias_3d))
+                atom_3d, direction = atom_3d * on[..., 0], direction * on
+            elif bool(use_3d.all()):
                 bias_3d, atom_3d, direction = self.molecule_3d_bias(mol)
             else:
                 bias_3d, atom_3d, direction = self._3d_of_subset(mol, use_3d)
-            on = use_3d[:, None, None, None]
-            bias_3d = torch.where(on | torch.isinf(bias_3d), bias_3d, torch.zeros_like(bias_3d))
             bias[:, :, 1:, 1:] += bias_3d
-            x = x + torch.cat([x.new_zeros(b, 1, x.shape[-1]), 0.01 * atom_3d * on[..., 0]], dim=1)
-            direction = direction * on
+            x = torch.cat([x[:, :1], x[:, 1:] + 0.01 * atom_3d], dim=1)
         key_padding = torch.cat([mol.mask.new_ones(b, 1), mol.mask], dim=1)
         bias = bias.masked_fill(~key_padding[:, None, None, :], float("-inf"))
 
