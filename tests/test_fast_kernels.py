@@ -116,3 +116,23 @@ def test_dense_batch_pickles_as_one_buffer_and_back():
     assert back.x.untyped_storage().data_ptr() == back.path.untyped_storage().data_ptr()  # one buffer
     batch.extra["weight"].requires_grad_(True)  # not packable: pickled field by field
     assert torch.equal(pickle.loads(pickle.dumps(batch)).extra["weight"], batch.extra["weight"])
+
+
+def test_heads_predict_in_fp32_under_bf16_autocast():
+    """A gap of ~5 eV rounded to bf16 moves in steps of 0.03 eV: the output layers run in fp32."""
+    from tmzoo.models import GapHead, GraphRegressionHead
+    from tmzoo.models.output import EncoderOutput
+
+    torch.manual_seed(0)
+    tokens = torch.randn(64, 5, 16)
+    out = EncoderOutput(tokens=tokens, atom_mask=torch.ones(64, 4, dtype=torch.bool))
+    for head in (GapHead(16), GraphRegressionHead(16, 2)):
+        with torch.no_grad():
+            head.lm_output_learned_bias.fill_(5.0) if isinstance(head, GapHead) else head.out_proj.bias.fill_(5.0)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = head(out)
+            exact = head(out)
+        assert low.dtype == torch.float32
+        assert (low - exact).abs().max() < 0.01  # bf16 inside the head, not at its output
+        on_bf16_grid = (low.to(torch.bfloat16).float() == low).float().mean()
+        assert on_bf16_grid < 0.1  # not snapped to bf16's steps of 0.03 near 5
