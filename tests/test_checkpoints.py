@@ -97,3 +97,20 @@ def test_spec_may_only_name_tmzoo_classes(tmp_path):
     torch.save({"state_dict": {}, "tmzoo": {"modules": {"encoder": {"class_path": "os.system", "init_args": {}}}}}, path)
     with pytest.raises(ValueError, match="only tmzoo classes"):
         load_bundle(path)
+
+
+def test_module_configs_are_their_init_arguments():
+    """What a checkpoint records of a module is its constructor's arguments, all of them."""
+    import inspect
+
+    from tmzoo.models import DenoisingHead, GapHead, GraphRegressionHead, TransformerM
+    from tmzoo.models.baselines import GINVirtualNode, SchNetEncoder
+
+    modules = [TransformerM(num_layers=1, embed_dim=8, ffn_dim=8, num_heads=2, num_kernels=4), GapHead(8),
+               DenoisingHead(8, 2), GraphRegressionHead(8, 3, readout="mean"), GINVirtualNode(1, 8), SchNetEncoder(8)]
+    for module in modules:
+        signature = inspect.signature(type(module).__init__)
+        assert list(module.config) == [p for p in signature.parameters if p != "self"], type(module)
+        rebuilt = type(module)(**module.config)
+        assert rebuilt.config == module.config
+    assert modules[3].config == {"embed_dim": 8, "num_targets": 3, "readout": "mean"}

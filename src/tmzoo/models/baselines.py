@@ -16,7 +16,7 @@ from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 from torch_geometric.utils import to_dense_batch
 
-from tmzoo.models.output import EncoderOutput
+from tmzoo.models.output import EncoderOutput, init_arguments
 
 Readout = Literal["mean", "sum"]
 
@@ -46,7 +46,7 @@ class GINVirtualNode(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError("num_layers must be >= 1")
-        self.config = {"num_layers": num_layers, "embed_dim": embed_dim, "dropout": dropout, "readout": readout}
+        self.config = init_arguments(self)
         self.embed_dim, self.readout = embed_dim, readout
         c = embed_dim
         self.atom_encoder = AtomEncoder(c)
@@ -109,14 +109,7 @@ class SchNetEncoder(nn.Module):
         readout: Readout = "mean",
     ):
         super().__init__()
-        self.config = {
-            "embed_dim": embed_dim,
-            "num_filters": num_filters,
-            "num_interactions": num_interactions,
-            "num_gaussians": num_gaussians,
-            "cutoff": cutoff,
-            "readout": readout,
-        }
+        self.config = init_arguments(self)
         self.embed_dim, self.cutoff, self.readout = embed_dim, cutoff, readout
         self.embedding = nn.Embedding(120, embed_dim, padding_idx=0)  # row = atomic number
         self.distance_expansion = GaussianSmearing(0.0, cutoff, num_gaussians)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from tmzoo.models.init import init_transformer_m_
 from tmzoo.models.layers import Dropout
-from tmzoo.models.output import EncoderOutput
+from tmzoo.models.output import EncoderOutput, init_arguments
 
 
 def fp32_linear(x: Tensor, layer: nn.Linear) -> Tensor:
@@ -26,7 +26,7 @@ class GapHead(nn.Module):
 
     def __init__(self, embed_dim: int):
         super().__init__()
-        self.config = {"embed_dim": embed_dim}
+        self.config = init_arguments(self)
         self.lm_head_transform_weight = nn.Linear(embed_dim, embed_dim)
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.embed_out = nn.Linear(embed_dim, 1, bias=False)
@@ -51,7 +51,7 @@ class DenoisingHead(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.1):
         super().__init__()
-        self.config = {"embed_dim": embed_dim, "num_heads": num_heads, "attention_dropout": attention_dropout}
+        self.config = init_arguments(self)
         self.num_heads = num_heads
         self.scaling = (embed_dim // num_heads) ** -0.5
         self.q_proj = nn.Linear(embed_dim, embed_dim)
@@ -99,7 +99,7 @@ class GraphRegressionHead(nn.Module):
         super().__init__()
         if readout not in ("token", "mean", "sum"):
             raise ValueError(f"readout must be 'token', 'mean' or 'sum', got {readout!r}")
-        self.config = {"embed_dim": embed_dim, "num_targets": num_targets, "readout": readout}
+        self.config = init_arguments(self)
         self.readout = readout
         self.dense = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, num_targets)

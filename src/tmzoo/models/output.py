@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -30,3 +31,12 @@ class EncoderOutput:
     @property
     def atoms(self) -> Tensor:
         return self.tokens[:, 1:]
+
+
+def init_arguments(module) -> dict:
+    """The arguments ``module.__init__`` was called with (read from the calling frame), as a
+    plain dict: a module's ``config``, what a checkpoint records to rebuild it. Call it first
+    thing in ``__init__``, before any argument is reassigned."""
+    frame = inspect.currentframe().f_back
+    names = [p for p in inspect.signature(type(module).__init__).parameters if p != "self"]
+    return {name: frame.f_locals[name] for name in names}

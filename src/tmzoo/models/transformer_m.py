@@ -13,7 +13,7 @@ from tmzoo.models.embeddings import AtomEmbedding, Graph2DBias
 from tmzoo.models.geometry import Geometry3DBias
 from tmzoo.models.init import init_transformer_m_
 from tmzoo.models.layers import Dropout, TransformerMLayer
-from tmzoo.models.output import EncoderOutput
+from tmzoo.models.output import EncoderOutput, init_arguments
 from tmzoo.modes import Mode
 
 
@@ -59,7 +59,7 @@ class TransformerM(nn.Module):
         probs = torch.tensor([float(p) for p in mode_probs], device="cpu")  # CPU: checkable on meta too
         if probs.numel() != 3 or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-6:
             raise ValueError(f"mode_probs must be 3 non-negative numbers summing to 1, got {mode_probs}")
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "probs")}
+        self.config = init_arguments(self)
         self.config["mode_probs"] = [float(p) for p in mode_probs]
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.use_2d, self.use_3d = use_2d, use_3d
