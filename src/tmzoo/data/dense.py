@@ -136,10 +136,8 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
     counts = [int(d.num_nodes) for d in data_list]
     n = max(counts)
     first = data_list[0]
-    path_shape = first.pair_path.shape[1:]
-    # every molecule's atoms and pairs scattered at once into the flattened padded tensors
+    # every molecule's atoms (and pairs, in _dense_pairs) scattered at once into the padded tensors
     atom_rows = torch.from_numpy(np.concatenate([np.arange(g * n, g * n + k) for g, k in enumerate(counts)]))
-    pair_rows = torch.from_numpy(np.concatenate([_pair_slots(k, n) + g * n * n for g, k in enumerate(counts)]))
     x = torch.zeros(b * n, first.x.shape[-1], dtype=torch.long)
     x[atom_rows] = torch.cat([d.x for d in data_list]).long()
     mask = torch.zeros(b * n, dtype=torch.bool)
@@ -151,12 +149,10 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
     if any(with_pos):  # coordinates are read from the molecules that have them only
         on = torch.from_numpy(np.repeat(with_pos, counts))
         pos[atom_rows[on]] = torch.cat([d.pos for d, h in zip(data_list, with_pos) if h]).float()
-    spd = torch.full((b * n * n,), -1, dtype=torch.long)
-    spd[pair_rows] = torch.cat([d.pair_spd.view(-1) for d in data_list]).long()
-    path = torch.zeros(b * n * n, *path_shape, dtype=torch.uint8)
-    path[pair_rows] = torch.cat([d.pair_path for d in data_list])
+    spd = _dense_pairs(torch.cat([d.pair_spd.view(-1) for d in data_list]).long(), counts, n, -1)
+    path = _dense_pairs(torch.cat([d.pair_path for d in data_list]), counts, n, 0)
     x, mask, degree, pos = x.view(b, n, -1), mask.view(b, n), degree.view(b, n), pos.view(b, n, 3)
-    has_pos, spd, path = torch.tensor(with_pos), spd.view(b, n, n), path.view(b, n, n, *path_shape)
+    has_pos = torch.tensor(with_pos)
     per_graph = {}
     extra: dict[str, Any] = {}
     widest = data_list[counts.index(n)]  # a 1-atom molecule cannot tell per-atom from per-molecule
@@ -200,25 +196,19 @@ class DenseCollater:
         return "DenseCollater()"
 
 
-def _dense_pairs(values: Tensor, counts: Tensor, n_max: int, fill) -> Tensor:
+def _dense_pairs(values: Tensor, counts: Sequence[int], n_max: int, fill) -> Tensor:
     """Scatter flattened per-graph ``[n_b*n_b, ...]`` blocks into ``[B, n_max, n_max, ...]``."""
-    b = counts.numel()
-    out = values.new_full((b, n_max, n_max, *values.shape[1:]), fill)
-    if values.shape[0] == 0:
-        return out
-    sizes = counts * counts
-    graph = torch.repeat_interleave(torch.arange(b, device=values.device), sizes)
-    start = torch.cumsum(sizes, 0) - sizes
-    local = torch.arange(values.shape[0], device=values.device) - start[graph]
-    n_g = counts[graph]
-    out[graph, local // n_g, local % n_g] = values
-    return out
+    b = len(counts)
+    out = values.new_full((b * n_max * n_max, *values.shape[1:]), fill)
+    rows = np.concatenate([_pair_slots(k, n_max) + g * n_max * n_max for g, k in enumerate(counts)])
+    out[torch.from_numpy(rows).to(values.device)] = values
+    return out.view(b, n_max, n_max, *values.shape[1:])
 
 
 def to_dense(batch: Batch) -> DenseMolecules:
     """The :class:`DenseMolecules` of a PyG ``Batch`` of featurised molecules (same values as
     :func:`collate_dense` on its molecules)."""
-    counts = torch.bincount(batch.batch, minlength=batch.num_graphs)
+    counts = torch.bincount(batch.batch, minlength=batch.num_graphs).tolist()
     x, mask = to_dense_batch(batch.x, batch.batch, batch_size=batch.num_graphs)
     n_max = x.shape[1]
     degree, _ = to_dense_batch(batch.degree.long(), batch.batch, batch_size=batch.num_graphs)
