@@ -143,7 +143,7 @@ def test_empty_csv_has_no_records(ckpt, tmp_path, capsys):
 
 
 def test_share_cores_keeps_the_faster_thread_setting(monkeypatch):
-    """Chunk 0 warms up, chunks 1 and 2 try the cores the workers leave and every core; the faster
+    """The last two chunks of a period try the cores the workers leave and every core; the faster
     per molecule (waiting for the workers included) is kept, and the thread count restored at the end."""
     from types import SimpleNamespace
 
@@ -156,11 +156,12 @@ def test_share_cores_keeps_the_faster_thread_setting(monkeypatch):
     monkeypatch.setattr(infer.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(infer, "idle_cores", lambda: 2.0)
     try:
-        share = infer.ShareCores(workers=1)
+        share = infer.ShareCores(workers=1, period=4)
         assert share.settings == [1, 2] and share.chosen == 2  # idle cores at the start: every core
+        assert [share._trial(i) for i in range(8)] == [None, None, 1, 2] * 2  # a 2-chunk run tries nothing
         share.on_predict_start(None, None)
         chunk = SimpleNamespace(num_graphs=100)
-        for batch_idx, threads_next in ((0, 1), (1, 2), (2, 1), (3, 1)):
+        for batch_idx, threads_next in ((1, 1), (2, 2), (3, 1), (4, 1)):
             share.on_predict_batch_end(None, None, None, chunk, batch_idx)
             assert torch.get_num_threads() == threads_next
         assert share.chosen == 1  # 100 mol/s with 1 thread beat 25 mol/s with 2

@@ -202,3 +202,26 @@ def test_fused_3d_gradients_under_bf16_autocast_match_autograd():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=5e-2, atol=5e-2 * grads[1][name].abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("modes", [None, torch.tensor([0, 1, 2, 0])])
+def test_graph_only_last_layer_gives_the_full_graph_token(modes):
+    """``graph_only`` skips the atoms in the last layer: the graph token is unchanged, in fp32
+    and under bf16 autocast, and the gap prediction of ``Pretraining`` uses it."""
+    from tmzoo.tasks import Pretraining
+
+    encoder, _ = make_model(num_layers=3)
+    encoder.eval()
+    batch = Batch.from_data_list(CASES["mixed_coordinates"]())
+    with torch.no_grad():
+        full, part = encoder(batch, modes), encoder(batch, modes, graph_only=True)
+        assert part.tokens.shape == (4, 1, 16)
+        torch.testing.assert_close(part.graph, full.graph, rtol=1e-6, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(encoder(batch, modes, graph_only=True).graph, encoder(batch, modes).graph,
+                                       rtol=0.02, atol=0.02)
+        task = Pretraining(encoder=encoder, gap_head=GapHead).eval()
+        calls = []
+        encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
+        torch.testing.assert_close(task(batch), task.gap_head(encoder(batch)), rtol=1e-6, atol=1e-6)
+    assert calls[0] == {"graph_only": True}

@@ -68,8 +68,10 @@ class ShareCores(Callback):
     the workers leave (at least one: a model faster than featurisation, or cores shared with
     other work, where more threads than free cores make every process wait on the others) and
     every core (a large model, whose workers need little). A run starts on every core when the
-    cores are idle as it starts (:func:`idle_cores`), else on those the workers leave; the trial
-    is repeated every ``period`` chunks, as the load of the machine changes.
+    cores are idle as it starts (:func:`idle_cores`), else on those the workers leave. The trial
+    takes the last chunks of every ``period``, as the load of the machine changes: a run shorter
+    than that keeps the start's choice (a trial of the slower setting costs a short run more than
+    it can win back).
     """
 
     def __init__(self, workers: int, period: int = 64):
@@ -82,9 +84,9 @@ class ShareCores(Callback):
         self._ended = 0.0
 
     def _trial(self, batch_idx: int) -> int | None:
-        """The setting chunk ``batch_idx`` tries, if it is a trial chunk (chunk 0 warms up)."""
-        step = (batch_idx - 1) % self.period
-        return self.settings[step] if batch_idx > 0 and step < len(self.settings) and len(self.settings) > 1 else None
+        """The setting chunk ``batch_idx`` tries, if it is a trial chunk."""
+        step = batch_idx % self.period - (self.period - len(self.settings))
+        return self.settings[step] if step >= 0 and len(self.settings) > 1 else None
 
     def on_predict_start(self, trainer, pl_module) -> None:
         torch.set_num_threads(self.chosen)

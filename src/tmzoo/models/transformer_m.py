@@ -118,9 +118,10 @@ class TransformerM(nn.Module):
         return bias_3d, atom_3d, direction
 
     # ---------------------------------------------------------------- forward
-    def forward(self, batch: Batch | DenseMolecules, modes: Tensor | None = None) -> EncoderOutput:
+    def forward(self, batch: Batch | DenseMolecules, modes: Tensor | None = None, graph_only: bool = False) -> EncoderOutput:
         """Encode a dense batch (:func:`tmzoo.data.dense.collate_dense`, padded in loader
-        workers) or a PyG ``Batch`` (padded here)."""
+        workers) or a PyG ``Batch`` (padded here). ``graph_only``: the last layer computes the
+        graph token alone (``tokens`` is ``[B, 1, C]``), for heads that read ``out.graph``."""
         mol = batch if isinstance(batch, DenseMolecules) else to_dense(batch)
         modes = self.resolve_modes(mol, modes)
         b, n = mol.x.shape[:2]
@@ -150,8 +151,8 @@ class TransformerM(nn.Module):
         bias = bias.masked_fill(~key_padding[:, None, None, :], float("-inf"))
 
         x = self.emb_dropout(self.emb_layer_norm(x))
-        for layer in self.layers:
-            x = layer(x, bias)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, bias, 1 if graph_only and i == len(self.layers) - 1 else None)
         if direction is None:
             direction = x.new_zeros(b, n, n, 3)
         return EncoderOutput(tokens=x, atom_mask=mol.mask, bias=bias, direction=direction, modes=modes)

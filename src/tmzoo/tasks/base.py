@@ -103,19 +103,16 @@ class MoleculeTask(L.LightningModule):
     def embed_dim(self) -> int:
         return int(self.encoder.embed_dim)
 
-    def encode(self, batch, mode: Mode | Tensor | None = None) -> EncoderOutput:
+    def encode(self, batch, mode: Mode | Tensor | None = None, graph_only: bool = False) -> EncoderOutput:
         """Encoder output; ``mode`` forces one mode for every molecule (training draws them), or
-        gives one per molecule (a ``[B]`` tensor)."""
-        if isinstance(mode, Tensor):
-            return self.encoder(batch, mode)
-        if mode is None and not self.training and "mode" in batch:  # per-record modes (users' files)
-            return self.encoder(batch, batch.mode.view(-1))
-        if mode is None and not self.training:
-            mode = self.eval_mode
-        if mode is None:
-            return self.encoder(batch)
-        modes = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=self.device)
-        return self.encoder(batch, modes)
+        gives one per molecule (a ``[B]`` tensor). ``graph_only``: the caller reads ``out.graph``
+        alone, and an encoder that can (``forward(..., graph_only)``) skips the atoms' last layer."""
+        if mode is None and not self.training:  # per-record modes (users' files), else eval_mode
+            mode = batch.mode.view(-1) if "mode" in batch else self.eval_mode
+        if mode is not None and not isinstance(mode, Tensor):
+            mode = torch.full((batch.num_graphs,), int(mode), dtype=torch.long, device=self.device)
+        skip_atoms = graph_only and "graph_only" in inspect.signature(self.encoder.forward).parameters
+        return self.encoder(batch, mode, **({"graph_only": True} if skip_atoms else {}))
 
     def on_fit_start(self) -> None:
         """A model without a 2D channel cannot be validated on molecules without coordinates

@@ -107,7 +107,7 @@ class Pretraining(MoleculeTask):
 
     def forward(self, batch, mode: Mode | None = None) -> Tensor:
         """``[B, 1]`` gap predictions."""
-        return self.gap_head(self.encode(batch, mode))
+        return self.gap_head(self.encode(batch, mode, graph_only=True))
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:

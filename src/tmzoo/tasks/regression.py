@@ -124,7 +124,8 @@ class Regression(MoleculeTask):
     # ------------------------------------------------------------------ model
     def forward(self, batch, mode=None) -> Tensor:
         """``[B, T]`` predictions in data units."""
-        return self.head(self.encode(batch, mode)).float() * self.target_std + self.target_mean
+        out = self.encode(batch, mode, graph_only=getattr(self.head, "readout", None) == "token")
+        return self.head(out).float() * self.target_std + self.target_mean
 
     def _standardised(self, batch) -> tuple[Tensor, Tensor, Tensor]:
         """(prediction, target) standardised, and the mask of known targets."""

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -53,7 +54,7 @@ def model_digest(module: torch.nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # read in place, without the GIL
     return digest.hexdigest()
 
 
@@ -106,6 +107,7 @@ class PredictionWriter(BasePredictionWriter):
         self._writer = None
         self._bar = None
         self._input_error = ""
+        self._digest: Future | None = None
 
     # ------------------------------------------------------------------ set up
     def _target(self, trainer) -> Path:
@@ -223,7 +225,8 @@ class PredictionWriter(BasePredictionWriter):
     def _run_settings(self, pl_module) -> dict:
         """What this run's rows depend on (JSON data): columns, model weights, input and featurisation."""
         describe = getattr(self._datamodule, "prediction_settings", None)
-        settings = {"columns": self.columns, "model": model_digest(pl_module),
+        digest = self._digest.result() if self._digest is not None else model_digest(pl_module)
+        settings = {"columns": self.columns, "model": digest,
                     "data": describe() if describe is not None else None}
         return json.loads(json.dumps(settings, default=str))
 
@@ -244,6 +247,12 @@ class PredictionWriter(BasePredictionWriter):
                 f"{', '.join(dict.fromkeys(changed)) or 'run'}; resume with the same checkpoint, input and "
                 "settings, or delete the partial file to start over"
             )
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        # the weights are hashed (for resume) while the loader featurises the first batch
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._digest = pool.submit(model_digest, pl_module)
+        pool.shutdown(wait=False)
 
     # ------------------------------------------------------------------ rows
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
