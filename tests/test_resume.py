@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tmzoo.cli.lightning import run_lightning_cli
-from tmzoo.tasks.resume import ResumableDataLoader
+from tmzoo.data.resumable import ResumableDataLoader
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "transformer_m_small.yaml"
 

@@ -15,7 +15,7 @@ from rdkit.Chem import AllChem, Descriptors
 from tmzoo.chem.molecule import mol_to_data
 from tmzoo.data.transforms import transformer_m_transform
 from tmzoo.datamodules.base import MoleculeDataModule, target_statistics
-from tmzoo.tasks.resume import ResumableDataLoader
+from tmzoo.data.resumable import ResumableDataLoader
 
 SMILES = [
     "CCO", "CC(=O)O", "c1ccccc1", "CCN", "CC(C)O", "C1CCCCC1", "CC#N", "OC(=O)CN",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import inspect
 import math
+import random
 from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -19,7 +22,6 @@ from tmzoo.io.files import atomic_write
 from tmzoo.models.output import EncoderOutput
 from tmzoo.modes import MODE_NAMES, EvalMode, Mode, mode_probs_tensor
 from tmzoo.tasks.data_info import target_names
-from tmzoo.tasks.resume import rng_states, set_rng_states
 
 #: A head given as a factory: called by the task with the sizes it knows
 #: (``embed_dim`` for the gap head; ``embed_dim, num_targets`` for regression heads;
@@ -275,6 +277,31 @@ def set_mode_probs(encoder: nn.Module, mode_probs: Sequence[float]) -> None:
     if isinstance(getattr(encoder, "config", None), dict):
         encoder.config["mode_probs"] = probs.tolist()
 
+
+# ---------------------------------------------------------------- RNG (exact resume)
+def rng_states() -> dict:
+    """Global RNG states (torch CPU and CUDA, numpy, python) as checkpoint-friendly data."""
+    np_state = np.random.get_state()
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+    return {
+        **cuda,
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+        "python": repr(random.getstate()),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` saved (entries that are missing are skipped)."""
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states:
+        key = states["numpy"]["key"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", key, int(states["numpy"]["pos"]), 0, 0.0))
+    if "python" in states:
+        random.setstate(ast.literal_eval(states["python"]))
 
 def masked_targets(batch, count: int | None = None) -> Tensor:
     """``batch.y`` as ``[B, T]`` float (NaN where unknown)."""
