@@ -22,7 +22,8 @@ from tmzoo.checkpoints.bundle import module_spec
 from tmzoo.cli.infer import run_inference
 from tmzoo.cli.main import main
 from tmzoo.data import stream
-from tmzoo.data.stream import RecordStream, count_records
+from tmzoo.data.stream import RecordStream
+from tmzoo.tasks.writer import progress_total
 from tmzoo.datamodules.files import FilesDataModule
 from tmzoo.io import featurize
 from tmzoo.io.featurize import RecordFeaturizer, record_mode
@@ -218,8 +219,8 @@ def test_record_count_for_the_progress_bar(tmp_path):
     (tmp_path / "a.smi").write_text("CCO a\nCC b\nC c")
     (tmp_path / "b.csv").write_text("smiles,name\nCCO,a\nCC,b\n")
     (tmp_path / "c.sdf.gz").write_bytes(gzip.compress(_sdf(3).encode()))
-    assert [count_records(tmp_path / n) for n in ("a.smi", "b.csv", "c.sdf.gz")] == [3, 2, 3]
-    assert count_records(tmp_path / "missing.smi") is None
+    assert [progress_total(tmp_path / n) for n in ("a.smi", "b.csv", "c.sdf.gz")] == [3, 2, 3]
+    assert progress_total(tmp_path / "missing.smi") is None
 
 
 # ---------------------------------------------------------------- targets

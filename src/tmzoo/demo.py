@@ -12,13 +12,10 @@ and predict a few molecules with ``tmzoo infer``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 import torch
-
-from tmzoo.configs import resolve
 
 
 def train(out: Path, max_minutes: float, max_epochs: int) -> Path:
@@ -26,12 +23,11 @@ def train(out: Path, max_minutes: float, max_epochs: int) -> Path:
     from tmzoo.cli.lightning import run_lightning_cli
     from tmzoo.models.transformer_m import fastest_precision
 
-    minutes = int(max_minutes)
-    seconds = int(round((max_minutes - minutes) * 60))
+    minutes, seconds = divmod(round(max_minutes * 60), 60)
     cli = run_lightning_cli([
         "fit",
-        "--config", resolve("transformer_m_small"),
-        "--config", resolve("pcqm4mv2_demo"),
+        "--config", "transformer_m_small",  # shipped configs, by name
+        "--config", "pcqm4mv2_demo",
         "--trainer.precision", fastest_precision("cpu"),
         "--trainer.default_root_dir", str(out / "run"),
         "--trainer.max_epochs", str(max_epochs),
@@ -63,11 +59,9 @@ def evaluate(checkpoint: Path) -> dict:
             pred.append(model.predict(batch, modes)[:, 0])
             truth.append(batch.y[:, 0])
     truth, pred = torch.cat(truth), torch.cat(pred)
-    mean = dm.target_mean[0]
     return {
-        "truth": truth, "pred": pred, "train_mean": mean,
-        "mae": (pred - truth).abs().mean().item(),
-        "baseline_mae": (truth - mean).abs().mean().item(),
+        "truth": truth, "pred": pred, "mae": (pred - truth).abs().mean().item(),
+        "baseline_mae": (truth - dm.target_mean[0]).abs().mean().item(),
     }
 
 
@@ -77,30 +71,22 @@ def plot(log_dir: Path, result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    steps, loss, epochs, val = [], [], [], []
-    with open(log_dir / "metrics.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("train/loss"):
-                steps.append(int(row["step"]))
-                loss.append(float(row["train/loss"]))
-            if row.get("val/mae"):
-                epochs.append(int(row["step"]))
-                val.append(float(row["val/mae"]))
+    logged = pd.read_csv(log_dir / "metrics.csv").reindex(columns=["step", "train/loss", "val/mae"])
+    train, val = logged.dropna(subset=["train/loss"]), logged.dropna(subset=["val/mae"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    left.plot(steps, loss, lw=1, label="train loss (L1 + denoising)")
-    left.plot(epochs, val, "o-", label="val MAE, 2D (eV)")
+    left.plot(train["step"], train["train/loss"], lw=1, label="train loss (L1 + denoising)")
+    left.plot(val["step"], val["val/mae"], "o-", label="val MAE, 2D (eV)")
     left.axhline(result["baseline_mae"], ls="--", c="grey", label="train-mean MAE (eV)")
-    left.set_xlabel("step")
-    left.set_title("learning curve")
+    left.set(xlabel="step", title="learning curve")
     left.legend()
     truth, pred = result["truth"].numpy(), result["pred"].numpy()
     lo, hi = min(truth.min(), pred.min()), max(truth.max(), pred.max())
     right.scatter(truth, pred, s=10, alpha=0.6)
     right.plot([lo, hi], [lo, hi], c="grey", lw=1)
-    right.set_xlabel("DFT HOMO-LUMO gap (eV)")
-    right.set_ylabel("predicted (eV)")
-    right.set_title(f"validation parity: MAE {result['mae']:.3f} eV (mean: {result['baseline_mae']:.3f})")
+    right.set(xlabel="DFT HOMO-LUMO gap (eV)", ylabel="predicted (eV)",
+              title=f"validation parity: MAE {result['mae']:.3f} eV (mean: {result['baseline_mae']:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -120,8 +106,7 @@ def predict_examples(checkpoint: Path, out: Path) -> Path:
         "[Na+].[O-]C(=O)c1ccccc1 sodium_benzoate\n"
     )
     predictions = out / "predictions.csv"
-    code = infer(["--checkpoint", str(checkpoint), "--input", str(examples), "--output", str(predictions), "--quiet"])
-    if code != 0:
+    if infer(["--checkpoint", str(checkpoint), "--input", str(examples), "--output", str(predictions), "--quiet"]) != 0:
         raise RuntimeError("tmzoo infer failed")
     return predictions
 

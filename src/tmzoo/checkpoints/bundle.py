@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 from pathlib import Path
 from typing import get_args
 
@@ -23,12 +24,9 @@ from tmzoo.checkpoints.safe_pickle import safe_load
 from tmzoo.io.files import atomic_write, check_output
 from tmzoo.modes import EvalMode
 
-_ALLOWED_PACKAGES = ("tmzoo.",)
-
 FEATURIZATION = {"max_hops": 5, "reference_compatible": False, "hydrogens": False}
 """The spec's ``featurization`` keys and their defaults: the ``transformer_m_transform``
 arguments, and ``hydrogens`` (explicit H atoms as graph nodes)."""
-
 
 
 def _transform_parameters() -> dict:
@@ -39,7 +37,7 @@ def _transform_parameters() -> dict:
 
 def tmzoo_class(path: str) -> type:
     """The tmzoo class named ``path`` (no other package is imported from a checkpoint or saved spec)."""
-    if not path.startswith(_ALLOWED_PACKAGES):
+    if not path.startswith("tmzoo."):
         raise ValueError(f"checkpoint names class {path!r}; only tmzoo classes may be rebuilt")
     module_name, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module_name), name)
@@ -47,10 +45,9 @@ def tmzoo_class(path: str) -> type:
 
 def build_module(spec: dict) -> nn.Module:
     """Instantiate ``{"class_path": ..., "init_args": {...}}`` for a tmzoo class only."""
-    path = spec["class_path"]
-    cls = tmzoo_class(path)
+    cls = tmzoo_class(spec["class_path"])
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"{path} is not a torch module")
+        raise ValueError(f"{spec['class_path']} is not a torch module")
     return cls(**spec.get("init_args", {}))
 
 
@@ -124,8 +121,7 @@ def build_task(spec: dict, modules: dict[str, nn.Module]) -> nn.Module:
     name = spec.get("task", "pretraining")
     if name not in tasks:
         raise ValueError(f"the tmzoo spec names task {name!r}; known: {sorted(tasks)}")
-    head = modules.get("head")
-    count = getattr(head, "config", {}).get("num_targets", 1) if head is not None else 1
+    count = getattr(modules.get("head"), "config", {}).get("num_targets", 1)
     targets = spec.get("targets") or (["homolumogap"] if name == "pretraining" else [f"target_{i}" for i in range(count)])
     info = {"target_names": list(targets), "num_targets": len(targets), "featurization": dict(spec.get("featurization") or {})}
     info.update({k: spec[k] for k in ("target_mean", "target_std") if spec.get(k) is not None})
@@ -134,17 +130,13 @@ def build_task(spec: dict, modules: dict[str, nn.Module]) -> nn.Module:
 
 
 def spec_and_state(checkpoint: dict, require_spec: bool = True) -> tuple[dict, dict[str, Tensor]]:
-    """``(spec, prefixed state_dict)`` of a released file or a tmzoo/Lightning checkpoint dict.
-
-    ``require_spec=False`` also accepts a Lightning checkpoint without a ``tmzoo`` entry (spec ``{}``).
-    """
+    """``(spec, prefixed state_dict)`` of a released file or a tmzoo/Lightning checkpoint dict
+    (``require_spec=False``: also a Lightning checkpoint without a ``tmzoo`` entry, spec ``{}``)."""
     if is_official(checkpoint):
         return convert_official(checkpoint)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        if "tmzoo" in checkpoint:
-            return checkpoint["tmzoo"], checkpoint["state_dict"]
-        if not require_spec:
-            return {}, checkpoint["state_dict"]
+        if "tmzoo" in checkpoint or not require_spec:
+            return checkpoint.get("tmzoo", {}), checkpoint["state_dict"]
     raise ValueError("not a tmzoo checkpoint nor a released Transformer-M checkpoint")
 
 
@@ -162,11 +154,9 @@ def load_state_strict(
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
     for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"tensor {key} has shape {tuple(value.shape)} in the checkpoint but "
-                f"{tuple(expected[key].shape)} in the model"
-            )
+        got, wanted = tuple(value.shape), tuple(expected[key].shape)
+        if got != wanted:
+            raise ValueError(f"tensor {key} has shape {got} in the checkpoint but {wanted} in the model")
     if check_only:
         return
     for name, module in modules.items():
@@ -225,33 +215,25 @@ def _dry_run(spec: dict, state: dict[str, Tensor]) -> None:
         for arg, value in module.get("init_args", {}).items():
             if isinstance(value, int) and not isinstance(value, bool) and value > max(numel, 1024):
                 raise ValueError(f"module {name!r} asks for {arg}={value}, more than the checkpoint's {numel} weights")
-    budget = len(state) + 16  # every parameter is a state-dict entry: a spec cannot ask for many more
+    registered = itertools.count(1)
 
-    def count(module, name, param):
-        nonlocal budget
-        budget -= 1
-        if budget < 0:
+    def count(module, name, param):  # every parameter is a state-dict entry: a spec cannot ask for many more
+        if next(registered) > len(state) + 16:
             raise ValueError(f"the tmzoo spec asks for more parameters than the {len(state)} weights it carries")
 
-    hook = register_module_parameter_registration_hook(count)
     try:
-        with torch.device("meta"):
+        with register_module_parameter_registration_hook(count), torch.device("meta"):
             modules = {name: build_module(s) for name, s in spec["modules"].items()}
     except ValueError:
         raise
     except Exception:  # noqa: BLE001 - not meta-safe: load_state_strict checks after building
         return
-    finally:
-        hook.remove()
     load_state_strict(modules, state, check_only=True)
 
 
-def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
-    """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected).
-
-    Every problem with the file's content (spec, weights) is a ``ValueError``.
-    """
-    checkpoint = safe_load(path, map_location=map_location)
+def _rebuild(checkpoint, path, released: bool = False) -> tuple[dict, dict[str, Tensor], nn.Module | None]:
+    """``(spec, state, task)`` of a checkpoint dict, checked as plain data and on the meta device, then
+    built with its weights (``released``: no task, for ``tmzoo convert``); every problem is a ``ValueError``."""
     try:
         spec, state = spec_and_state(checkpoint)
         _check_layout(spec, state)
@@ -259,12 +241,19 @@ def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
         with _SkipInit():
             modules = {name: build_module(s) for name, s in spec["modules"].items()}
         load_state_strict(modules, state, assign=True)
-        bundle = ModelBundle(spec, build_task(spec, modules))
+        return spec, state, None if released else build_task(spec, modules)
     except ValueError:
         raise
     except (TypeError, KeyError, AttributeError, ImportError, IndexError, RuntimeError) as err:
-        raise ValueError(f"{path}: malformed checkpoint ({type(err).__name__}: {err})") from err
-    return bundle.eval()
+        what = "released checkpoint" if released else "checkpoint"
+        raise ValueError(f"{path}: malformed {what} ({type(err).__name__}: {err})") from err
+
+
+def load_bundle(path: str | Path, map_location="cpu") -> ModelBundle:
+    """Rebuild a model from a tmzoo or released Transformer-M checkpoint file (detected); every
+    problem with the file's content (spec, weights) is a ``ValueError``."""
+    spec, _, task = _rebuild(safe_load(path, map_location=map_location), path)
+    return ModelBundle(spec, task).eval()
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -290,15 +279,6 @@ def convert_checkpoint(source: str | Path, target: str | Path) -> dict:
     checkpoint = safe_load(source)
     if not is_official(checkpoint):
         raise ValueError(f"{source} is not a released Transformer-M checkpoint")
-    try:
-        spec, state = convert_official(checkpoint)
-        _check_layout(spec, state)
-        _dry_run(spec, state)
-        modules = {name: build_module(s) for name, s in spec["modules"].items()}
-        load_state_strict(modules, state)  # verify before writing
-    except ValueError:
-        raise
-    except (TypeError, KeyError, AttributeError, ImportError, IndexError, RuntimeError) as err:
-        raise ValueError(f"{source}: malformed released checkpoint ({type(err).__name__}: {err})") from err
+    spec, state, _ = _rebuild(checkpoint, source, released=True)  # verify before writing
     save_bundle(spec, {k: v.contiguous() for k, v in state.items()}, target)
     return spec

@@ -34,13 +34,11 @@ def _model_args(checkpoint: dict) -> dict:
 
 def official_module_name(key: str) -> str:
     """tmzoo name of one released-checkpoint key (raises ``KeyError`` when unknown)."""
-    if key.startswith(ENCODER_PREFIX + "atom_proc."):
-        return "denoising_head." + key[len(ENCODER_PREFIX + "atom_proc.") :]
-    if key.startswith(ENCODER_PREFIX):
-        return "encoder." + key[len(ENCODER_PREFIX) :]
-    if key.startswith("encoder.proj_out."):
-        return "head." + key[len("encoder.proj_out.") :]
-    rest = key[len("encoder.") :] if key.startswith("encoder.") else key
+    for old, new in ((ENCODER_PREFIX + "atom_proc.", "denoising_head."), (ENCODER_PREFIX, "encoder."),
+                     ("encoder.proj_out.", "head.")):
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    rest = key.removeprefix("encoder.")
     if rest.split(".")[0] in GAP_HEAD_KEYS:
         return "gap_head." + rest
     raise KeyError(key)
@@ -48,10 +46,9 @@ def official_module_name(key: str) -> str:
 
 def convert_official(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
     """``(spec, state_dict)`` in tmzoo's layout for a released checkpoint dict."""
-    weights: dict[str, Tensor] = checkpoint["model"]
     unknown = []
-    state = {}
-    for key, value in weights.items():
+    state: dict[str, Tensor] = {}
+    for key, value in checkpoint["model"].items():
         try:
             state[official_module_name(key)] = value
         except KeyError:
@@ -63,11 +60,11 @@ def convert_official(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
     layers = {int(m.group(1)) for k in enc if (m := re.match(r"layers\.(\d+)\.", k))}
     args = _model_args(checkpoint)
     use_3d = any(k.startswith("molecule_3d_bias.") for k in enc)
-    mode_prob = args.get("mode_prob", "0.2,0.2,0.6")
     try:
-        mode_probs = [float(p) for p in str(mode_prob).split(",")]
-        assert len(mode_probs) == 3 and abs(sum(mode_probs) - 1) < 1e-6
-    except (ValueError, AssertionError):
+        mode_probs = [float(p) for p in str(args.get("mode_prob", "0.2,0.2,0.6")).split(",")]
+    except ValueError:
+        mode_probs = []
+    if not (len(mode_probs) == 3 and abs(sum(mode_probs) - 1) < 1e-6):
         mode_probs = [0.2, 0.2, 0.6]
     encoder = {
         "num_layers": len(layers),
@@ -87,24 +84,19 @@ def convert_official(checkpoint: dict) -> tuple[dict, dict[str, Tensor]]:
         "embed_layer_norm": "emb_layer_norm.weight" in enc,
     }
     modules = {"encoder": {"class_path": "tmzoo.models.TransformerM", "init_args": encoder}}
-    c, h = encoder["embed_dim"], encoder["num_heads"]
-    if any(k.startswith("gap_head.") for k in state):
+    present = {k.split(".", 1)[0] for k in state}
+    c = encoder["embed_dim"]
+    if "gap_head" in present:
         modules["gap_head"] = {"class_path": "tmzoo.models.GapHead", "init_args": {"embed_dim": c}}
-    if any(k.startswith("denoising_head.") for k in state):
-        modules["denoising_head"] = {
-            "class_path": "tmzoo.models.DenoisingHead",
-            "init_args": {"embed_dim": c, "num_heads": h},
-        }
-    task = "pretraining"
-    if any(k.startswith("head.") for k in state):
-        task = "regression"
-        modules["head"] = {
-            "class_path": "tmzoo.models.GraphRegressionHead",
-            "init_args": {"embed_dim": c, "num_targets": int(state["head.out_proj.weight"].shape[0])},
-        }
+    if "denoising_head" in present:
+        init_args = {"embed_dim": c, "num_heads": encoder["num_heads"]}
+        modules["denoising_head"] = {"class_path": "tmzoo.models.DenoisingHead", "init_args": init_args}
+    if "head" in present:
+        init_args = {"embed_dim": c, "num_targets": int(state["head.out_proj.weight"].shape[0])}
+        modules["head"] = {"class_path": "tmzoo.models.GraphRegressionHead", "init_args": init_args}
     spec = {
         "format": 1,
-        "task": task,
+        "task": "regression" if "head" in modules else "pretraining",
         "modules": modules,
         "featurization": {"max_hops": encoder["multi_hop_max_dist"], "reference_compatible": True, "hydrogens": False},
         "source": "released Transformer-M checkpoint",

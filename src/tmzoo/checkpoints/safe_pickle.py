@@ -1,34 +1,31 @@
 """Reading checkpoint files from the internet with PyTorch's weights-only loader.
 
-:func:`safe_load` reads a file with ``torch.load(weights_only=True)``. Released Transformer-M
-files also pickle a few non-tensor objects (an ``argparse.Namespace`` of hyper-parameters,
-fairseq meters, numpy scalars); torch's loader gets inert stand-ins for those names
-(:data:`STAND_INS`: placeholders, numpy plain numbers and arrays of them, paths as
-``PurePosixPath``, ``defaultdict`` as ``dict``) through ``torch.serialization.safe_globals``,
-and nothing else: what other libraries add to torch's list process-wide (PyG adds its
-``Data``, ``defaultdict``, ...) is set aside while loading.
-
-Around torch's loader, nothing is read into memory or unpickled before these checks pass:
+:func:`safe_load` reads a file with ``torch.load(weights_only=True)``, which gets inert stand-ins
+(:data:`STAND_INS`) for the few non-tensor objects released Transformer-M files pickle (an
+``argparse.Namespace`` of hyper-parameters, fairseq meters, numpy numbers and arrays, paths,
+``defaultdict``) and nothing else: what other libraries add to torch's list process-wide (PyG adds
+its ``Data``, ``defaultdict``, ...) is set aside while loading. Nothing is read into memory or
+unpickled before these checks pass:
 
 1. the container: zip records must be stored uncompressed, lie inside the file, agree between
    Python's ``zipfile`` and torch's own reader, and not be TorchScript (whose code
    ``torch.load`` would hand to ``torch.jit.load``); the pre-0.4 tar format is refused;
-2. the pickle, followed opcode by opcode on inert values (:func:`scan_pickle`, nothing is
-   called): every global must be on :data:`ALLOWED` (narrower than torch's own list, which
-   also has ``bytearray(n)``, quantized, sparse and nested tensors), only constructors may be
-   called, no class may be modified, ``codecs.encode`` only takes pickle's text codecs, tensor
-   state may not set dunder attributes, tensors must end inside their declared storage, and the
-   storages declared must be exactly the tensor records present (no extra bytes);
+2. the pickle, followed opcode by opcode on inert values (:func:`scan_pickle`): every global
+   must be on :data:`ALLOWED` (narrower than torch's own list, which also has ``bytearray(n)``,
+   quantized, sparse and nested tensors), only constructors may be called, no class may be
+   modified, ``codecs.encode`` only takes text codecs, no state may set dunder attributes, and
+   tensors must end inside declared storages that are exactly the tensor records present.
 
-and after loading, before any model is built from the result, every tensor must lie inside its
-storage and no two tensors (nor a tensor with itself, as a stride-0 view does) may share memory,
-so a small file cannot become gigabytes of weights (single numbers may repeat: see :func:`check_tensors`).
+After loading, before any model is built from the result, no tensor may reach past its storage
+or share memory with another or itself (a stride-0 view; :func:`check_tensors`), so a small file
+cannot become gigabytes of weights.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import contextlib
+import dataclasses
 import math
 import os
 import pickle
@@ -39,16 +36,17 @@ import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
 from torch._utils import IMPORT_MAPPING, NAME_MAPPING
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
-    """The file is refused before anything from it was called or allocated.
+    """The file is refused before anything from it was called or allocated (also a ``ValueError``,
+    so ``tmzoo infer`` and ``tmzoo convert`` print the reason instead of a traceback)."""
 
-    Also a ``ValueError``, so callers that report bad checkpoint files (``tmzoo infer``,
-    ``tmzoo convert``) print the reason instead of a traceback.
-    """
+
+_REFUSING = "refusing to load it (nothing from the file was executed)"
 
 
 class _Refusal(Exception):
@@ -61,41 +59,25 @@ class Placeholder:
     """Inert stand-in for a training framework's object (argparse ``Namespace``, fairseq meters):
     keeps the attributes the file gives it and does nothing else."""
 
-    _qualname = "?"
-
-    def __new__(cls, *args, **kwargs):
-        obj = object.__new__(cls)
-        obj.__dict__["_args"] = args
-        return obj
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):  # what REDUCE or NEWOBJ passes is dropped
         pass
 
     def __setstate__(self, state):
-        check_attribute_state(state, f"a {self._qualname}")
-        parts = state if isinstance(state, tuple) else (state,)
-        for part in parts:
+        for part in check_attribute_state(state, f"a {self._qualname}"):
             self.__dict__.update(part or {})
 
     def __repr__(self) -> str:
         return f"<placeholder {self._qualname}>"
 
 
-def _placeholder(qualname: str) -> type:
-    module, _, name = qualname.rpartition(".")
-    return type(name, (Placeholder,), {"_qualname": qualname, "__module__": "tmzoo.placeholder"})
-
-
 _PLAIN_DTYPE = re.compile(r"b1|[iu][1248]|f(2|4|8|16)|c(8|16|32)")
 
 
 class NumpyDtype:
-    """A pickled ``numpy.dtype``, only ever a plain number type (no fields, sub-arrays, objects).
-
-    Reading numpy's own dtype state would let a file build a structured dtype whose object
-    field points anywhere in memory; here the state may only say the byte order.
-    ``.dtype`` is the real dtype once the file's state is read.
-    """
+    """A pickled ``numpy.dtype``, only ever a plain number type (no fields, sub-arrays, objects):
+    numpy's own dtype state would let a file build a structured dtype whose object field points
+    anywhere in memory, so here the state may only say the byte order. ``.dtype`` is the real
+    dtype once the file's state is read."""
 
     def __init__(self, code, align=False, copy=True):
         if not isinstance(code, str) or not _PLAIN_DTYPE.fullmatch(code):
@@ -105,14 +87,12 @@ class NumpyDtype:
     def __setstate__(self, state):
         if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)):
             raise _Refusal(f"gives numpy dtype {self.code!r} a malformed state")
-        _, order, subarray, names, fields, elsize, alignment, flags = state[:8]
-        plain = (subarray, names, fields, elsize, alignment, flags) == (None, None, None, -1, -1, 0)
-        if not plain or state[8:] not in ((), (None,)):  # no metadata either
+        order = state[1]
+        # no sub-array, names or fields, no size or alignment of its own, no flags or metadata
+        if state[2:8] != (None, None, None, -1, -1, 0) or state[8:] not in ((), (None,)):
             raise _Refusal(f"gives numpy dtype {self.code!r} fields, a size or flags (a structured dtype)")
         if order not in ("<", ">", "|", "="):
             raise _Refusal(f"gives numpy dtype {self.code!r} byte order {order!r}")
-        import numpy as np
-
         self.dtype = np.dtype(self.code).newbyteorder(order if order in "<>" else "=")
 
     def __repr__(self) -> str:
@@ -127,8 +107,6 @@ def _built_dtype(dtype, what: str):
 
 def _numpy_scalar(dtype, data=None):
     """``numpy.core.multiarray.scalar``: one plain number from exactly its bytes."""
-    import numpy as np
-
     real = _built_dtype(dtype, "scalar")
     if not isinstance(data, bytes) or len(data) != real.itemsize:
         got = f"{len(data)} bytes" if isinstance(data, bytes) else f"a {type(data).__name__}"
@@ -136,36 +114,28 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=real)[0]
 
 
-def _numpy_array_class():
-    import numpy as np
+class NumpyArray(np.ndarray):
+    """A pickled numpy array: plain numbers whose bytes match the shape exactly."""
 
-    class NumpyArray(np.ndarray):
-        """A pickled numpy array: plain numbers whose bytes match the shape exactly."""
+    __module__ = "tmzoo.placeholder"
 
-        def __setstate__(self, state):
-            if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-                raise _Refusal("gives a numpy array a malformed state")
-            _, shape, dtype, fortran, data = state
-            real = _built_dtype(dtype, "array")
-            if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
-                raise _Refusal(f"gives a numpy array the shape {shape!r}")
-            size = math.prod(shape) * real.itemsize
-            if type(fortran) is not bool or not isinstance(data, bytes) or len(data) != size:
-                raise _Refusal(f"gives a numpy {real} array of shape {shape} the wrong number of bytes")
-            np.ndarray.__setstate__(self, (1, shape, real, fortran, data))
-
-    NumpyArray.__module__ = "tmzoo.placeholder"
-    return NumpyArray
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise _Refusal("gives a numpy array a malformed state")
+        _, shape, dtype, fortran, data = state
+        real = _built_dtype(dtype, "array")
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise _Refusal(f"gives a numpy array the shape {shape!r}")
+        if type(fortran) is not bool or not isinstance(data, bytes) or len(data) != math.prod(shape) * real.itemsize:
+            raise _Refusal(f"gives a numpy {real} array of shape {shape} the wrong number of bytes")
+        np.ndarray.__setstate__(self, (1, shape, real, fortran, data))
 
 
 def _numpy_reconstruct(subtype, shape, dtype_code):
     """``numpy.core.multiarray._reconstruct``: an empty array that the file's state then fills."""
-    array_class = STAND_INS["numpy.ndarray"]
-    if subtype is not array_class or shape != (0,):
+    if subtype is not NumpyArray or shape != (0,):
         raise _Refusal(f"rebuilds a numpy array of type {getattr(subtype, '__qualname__', subtype)!r}")
-    import numpy as np
-
-    return np.ndarray.__new__(array_class, (0,), np.uint8)
+    return np.ndarray.__new__(NumpyArray, (0,), np.uint8)
 
 
 def _defaultdict(default_factory=None, *args):
@@ -188,32 +158,25 @@ PLACEHOLDERS = (
 )
 """The non-tensor classes a released Transformer-M (fairseq) checkpoint pickles."""
 
-
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x, 2.x
 
-
-def _stand_ins() -> dict:
-    stand_ins = {name: _placeholder(name) for name in PLACEHOLDERS}
-    for module in _NUMPY_MODULES:
-        stand_ins[f"{module}.scalar"] = _numpy_scalar
-        stand_ins[f"{module}._reconstruct"] = _numpy_reconstruct
-    stand_ins.update({
-        "numpy.dtype": NumpyDtype,
-        "numpy.ndarray": _numpy_array_class(),
-        "collections.defaultdict": _defaultdict,
-        "pathlib.Path": _pure_path,
-        "pathlib.PosixPath": _pure_path,
-        "pathlib.PurePosixPath": _pure_path,
-        "builtins.frozenset": frozenset,
-        "builtins.slice": slice,
-        "builtins.list": list,  # as values: a defaultdict's factory
-        "builtins.dict": dict,
-        "builtins.tuple": tuple,
-    })
-    return stand_ins
-
-
-STAND_INS: dict[str, object] = _stand_ins()
+STAND_INS: dict[str, object] = {
+    **{name: type(name.rpartition(".")[2], (Placeholder,), {"_qualname": name, "__module__": "tmzoo.placeholder"})
+       for name in PLACEHOLDERS},
+    **{f"{module}.scalar": _numpy_scalar for module in _NUMPY_MODULES},
+    **{f"{module}._reconstruct": _numpy_reconstruct for module in _NUMPY_MODULES},
+    "numpy.dtype": NumpyDtype,
+    "numpy.ndarray": NumpyArray,
+    "collections.defaultdict": _defaultdict,
+    "pathlib.Path": _pure_path,
+    "pathlib.PosixPath": _pure_path,
+    "pathlib.PurePosixPath": _pure_path,
+    "builtins.frozenset": frozenset,
+    "builtins.slice": slice,
+    "builtins.list": list,  # as values: a defaultdict's factory
+    "builtins.dict": dict,
+    "builtins.tuple": tuple,
+}
 """Globals torch's weights-only loader does not know, and what it gets for them."""
 
 _TENSOR_REBUILDERS = {
@@ -229,9 +192,7 @@ CALLABLE = _TENSOR_REBUILDERS | {
     "torch.Size",
     "torch.device",
     "_codecs.encode",
-    "builtins.frozenset",
-    "builtins.slice",
-    *(name for name in STAND_INS if not name.startswith(("builtins.", "numpy.ndarray"))),
+    *(set(STAND_INS) - {"numpy.ndarray", "builtins.list", "builtins.dict", "builtins.tuple"}),
 }
 """Globals a pickle may call (REDUCE)."""
 
@@ -254,34 +215,24 @@ _DEFAULT_FACTORIES = {None, "collections.OrderedDict", *(
 
 
 # ------------------------------------------------------------ pickle, statically
+@dataclasses.dataclass(eq=False, slots=True)  # compared and hashed by identity, as pickled objects are
 class _Global:
     """A global named by the pickle, as the scan sees it (nothing is imported)."""
 
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
+    name: str
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Made:
-    """What a REDUCE/NEWOBJ/BINPERSID would make: the maker, its arguments, items it then receives."""
+    """What a REDUCE/NEWOBJ/BINPERSID would make: the maker and its arguments."""
 
-    __slots__ = ("maker", "args", "items")
-
-    def __init__(self, maker, args):
-        self.maker, self.args, self.items = maker, args, {}
+    maker: _Global
+    args: object
 
 
 _STORAGE = _Global("<persistent storage>")
 
-_TORCH_OPCODES = {
-    "GLOBAL", "NEWOBJ", "REDUCE", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "MARK",
-    "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWFALSE", "NEWTRUE", "EMPTY_TUPLE",
-    "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "BININT", "BININT1", "BININT2", "BINFLOAT",
-    "BINUNICODE", "SHORT_BINSTRING", "BINPERSID", "BINGET", "LONG_BINGET", "BINPUT",
-    "LONG_BINPUT", "LONG1", "PROTO", "STOP",
-}
-"""The opcodes ``torch._weights_only_unpickler`` reads (anything else it refuses too)."""
+_LITERALS = {"BININT", "BININT1", "BININT2", "BINFLOAT", "BINUNICODE", "SHORT_BINSTRING", "LONG1"}
 _EMPTY = {"NONE": lambda: None, "NEWTRUE": lambda: True, "NEWFALSE": lambda: False, "EMPTY_TUPLE": tuple,
           "EMPTY_LIST": list, "EMPTY_DICT": dict, "EMPTY_SET": set}
 
@@ -294,19 +245,19 @@ def _describe(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_attribute_state(state, what: str) -> None:
-    """``state`` for ``setattr``-style restoring: a dict (or a (dict, slots) pair) of plain names."""
+def check_attribute_state(state, what: str) -> tuple:
+    """``state`` for ``setattr``-style restoring: a dict (or a (dict, slots) pair) of plain names.
+    Returns its parts (dicts or ``None``)."""
     parts = state if isinstance(state, tuple) else (state,)
     if isinstance(state, tuple) and len(state) != 2:
         raise _Refusal(f"gives {what} a malformed attribute state")
     for part in parts:
-        if part is None:
-            continue
-        if not isinstance(part, dict):
+        if part is not None and not isinstance(part, dict):
             raise _Refusal(f"gives {what} attribute state of type {type(part).__name__}")
-        for key in part:
+        for key in part or ():
             if not isinstance(key, str) or key.startswith("__"):
                 raise _Refusal(f"sets attribute {key!r} on {what}")
+    return parts
 
 
 def _check_call(func, args, opcode: str) -> None:
@@ -364,18 +315,14 @@ def _check_build(inst, state) -> None:
 def _global_name(arg: str, name_mapping=NAME_MAPPING, import_mapping=IMPORT_MAPPING) -> str:
     """``module.name`` of a GLOBAL opcode, mapped from Python 2 names the way torch maps them."""
     module, _, name = arg.partition(" ")
-    if (module, name) in name_mapping:
-        module, name = name_mapping[(module, name)]
-    elif module in import_mapping:
-        module = import_mapping[module]
+    module, name = name_mapping.get((module, name), (import_mapping.get(module, module), name))
     return f"{module}.{name}"
 
 
 def scan_pickle(stream) -> tuple[object, list]:
-    """Follow one pickle's opcodes as torch's weights-only unpickler would, on inert values.
-
-    Nothing is imported or called. Returns ``(top object, persistent ids)``; raises
-    :class:`_Refusal` for anything outside the policy and ``ValueError`` for a malformed pickle.
+    """Follow one pickle's opcodes (only those torch reads) as torch's weights-only unpickler
+    would, on inert values: nothing is imported or called. Returns ``(top object, persistent ids)``;
+    raises :class:`_Refusal` for anything outside the policy and ``ValueError`` for a malformed pickle.
     """
     stack: list = []
     metastack: list = []
@@ -389,8 +336,6 @@ def scan_pickle(stream) -> tuple[object, list]:
 
     for op, arg, _ in pickletools.genops(stream):
         name = op.name
-        if name not in _TORCH_OPCODES:
-            raise ValueError(f"pickle opcode {name}, which torch's weights-only loader does not read")
         if name == "GLOBAL":
             full = _global_name(arg)
             if full not in ALLOWED:  # named as Python's pickle reads it (protocol 2 writes subprocess as commands)
@@ -415,18 +360,12 @@ def scan_pickle(stream) -> tuple[object, list]:
                 raise ValueError(f"{name} to {_describe(stack[-1])}")
             stack[-1].extend(items)
         elif name in ("SETITEM", "SETITEMS"):
-            items = stack[-2:] if name == "SETITEM" else pop_mark()
-            if name == "SETITEM":
-                del stack[-2:]
+            items = [stack.pop(-2), stack.pop()] if name == "SETITEM" else pop_mark()
             target = stack[-1]
             if type(target) is dict:
-                mapping = target
-            elif isinstance(target, _Made) and isinstance(target.maker, _Global) and target.maker.name in _DICT_MAKERS:
-                mapping = target.items
-            else:
+                target.update(zip(items[::2], items[1::2]))
+            elif not (isinstance(target, _Made) and target.maker.name in _DICT_MAKERS):  # items: never checked
                 raise ValueError(f"{name} on {_describe(target)}")
-            for i in range(0, len(items) - 1, 2):
-                mapping[items[i]] = items[i + 1]
         elif name == "MARK":
             metastack.append(stack)
             stack = []
@@ -439,9 +378,8 @@ def scan_pickle(stream) -> tuple[object, list]:
                 raise ValueError(f"{name} on a short stack")
             stack[-n:] = [tuple(stack[-n:])]
         elif name == "BINPERSID":
-            pid = stack.pop()
-            pids.append(pid)
-            stack.append(_Made(_STORAGE, pid))
+            pids.append(stack[-1])
+            stack[-1] = _Made(_STORAGE, stack[-1])
         elif name in ("BINGET", "LONG_BINGET"):
             stack.append(memo[arg])
         elif name in ("BINPUT", "LONG_BINPUT"):
@@ -450,8 +388,10 @@ def scan_pickle(stream) -> tuple[object, list]:
             return stack.pop(), pids
         elif name in _EMPTY:
             stack.append(_EMPTY[name]())
-        elif name != "PROTO":  # numbers and strings
+        elif name in _LITERALS:
             stack.append(arg)
+        elif name != "PROTO":
+            raise ValueError(f"pickle opcode {name}, which torch's weights-only loader does not read")
     raise ValueError("pickle without STOP")
 
 
@@ -465,59 +405,51 @@ def _declared_storages(pids: list) -> dict[str, int]:
         if not (isinstance(storage_type, _Global) and isinstance(key, str) and type(numel) is int and numel >= 0):
             raise ValueError(f"malformed storage declaration {pid!r:.80}")
         short = storage_type.name.rpartition(".")[2]
-        if short == "UntypedStorage":
-            size = 1
-        else:
-            try:  # how torch.load reads the storage type (a dtype's name + "Storage")
-                size = torch.serialization.StorageType(short).dtype.itemsize
-            except (KeyError, AttributeError, RuntimeError):
-                raise _Refusal(f"declares a storage of type {storage_type.name}") from None
+        try:  # how torch.load reads the storage type (a dtype's name + "Storage")
+            size = 1 if short == "UntypedStorage" else torch.serialization.StorageType(short).dtype.itemsize
+        except (KeyError, AttributeError, RuntimeError):
+            raise _Refusal(f"declares a storage of type {storage_type.name}") from None
         if declared.setdefault(key, numel * size) != numel * size:
             raise _Refusal(f"declares storage {key!r} twice with different sizes")
     return declared
 
 
 # -------------------------------------------------------------------- containers
-def _refuse_torchscript(names) -> None:
-    if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in names):
-        raise _Refusal("is a TorchScript archive, whose code torch.load would run (torch.jit.load)")
-
-
 def _check_zip(handle, size: int) -> None:
     """The zip directory, read before torch touches any record (see the module docstring)."""
     with zipfile.ZipFile(handle) as archive:
         infos = archive.infolist()
+        names = [i.filename for i in infos]
         handle.seek(0)
         torch_names = set(torch._C.PyTorchFileReader(handle).get_all_records())
-        _refuse_torchscript([i.filename for i in infos] + sorted(torch_names))
-        prefix = infos[0].filename.split("/", 1)[0] + "/" if infos and "/" in infos[0].filename else ""
-        if {i.filename for i in infos} != {prefix + n for n in torch_names} or len(infos) != len(torch_names):
+        if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in [*names, *torch_names]):
+            raise _Refusal("is a TorchScript archive, whose code torch.load would run (torch.jit.load)")
+        prefix = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""
+        if set(names) != {prefix + n for n in torch_names} or len(names) != len(torch_names):
             raise _Refusal("has a zip directory that zipfile and torch's reader list differently")
+        stored = {}  # storage key: bytes
         for info in infos:
             if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-                names = {zipfile.ZIP_DEFLATED: "DEFLATE", zipfile.ZIP_BZIP2: "BZIP2", zipfile.ZIP_LZMA: "LZMA"}
-                method = names.get(info.compress_type, f"method {info.compress_type}")
+                methods = {zipfile.ZIP_DEFLATED: "DEFLATE", zipfile.ZIP_BZIP2: "BZIP2", zipfile.ZIP_LZMA: "LZMA"}
+                method = methods.get(info.compress_type, f"method {info.compress_type}")
                 raise _Refusal(f"stores record {info.filename} compressed ({method}); torch.save never compresses")
             if info.header_offset + info.file_size > size:
                 raise _Refusal(f"declares record {info.filename} of {info.file_size} bytes, past the end of the file")
+            name = info.filename[len(prefix):]
+            if name.startswith("data/"):
+                stored[name[len("data/"):]] = info.file_size
+            elif name != "data.pkl" and info.file_size > 1024:
+                raise _Refusal(f"holds a {info.file_size}-byte metadata record {name}")
         if sum(i.file_size for i in infos) > size:
             raise _Refusal("declares records larger than the file (overlapping records)")
-        pkl = prefix + "data.pkl"
-        if pkl not in {i.filename for i in infos}:
+        if prefix + "data.pkl" not in names:
             raise ValueError("no data.pkl record")
-        _, pids = scan_pickle(archive.read(pkl))
-        declared = _declared_storages(pids)
-        records = {i.filename[len(prefix):]: i.file_size for i in infos}
-        for name, nbytes in records.items():
-            if name.startswith("data/"):
-                if nbytes != declared.get(name[len("data/"):]):
-                    raise _Refusal(
-                        f"holds record {name} of {nbytes} bytes, but its tensors declare "
-                        f"{declared.get(name[len('data/'):], 'no such storage')}"
-                    )
-            elif name != "data.pkl" and nbytes > 1024:
-                raise _Refusal(f"holds a {nbytes}-byte metadata record {name}")
-        missing = sorted(set(declared) - {n[len("data/"):] for n in records if n.startswith("data/")})
+        declared = _declared_storages(scan_pickle(archive.read(prefix + "data.pkl"))[1])
+        for key, nbytes in stored.items():
+            if nbytes != declared.get(key):
+                wanted = declared.get(key, "no such storage")
+                raise _Refusal(f"holds record data/{key} of {nbytes} bytes, but its tensors declare {wanted}")
+        missing = sorted(set(declared) - set(stored))
         if missing:
             raise ValueError(f"storage records {missing[:5]} are missing")
 
@@ -538,47 +470,38 @@ def _check_legacy(handle, size: int) -> None:
 
 def _check_container(handle) -> None:
     """Check the file as the format ``torch.load`` will read it as: a zip only when it starts
-    with a zip record (``torch.serialization._is_zipfile``), whatever else it also parses as."""
+    with a zip record (as torch decides), whatever else it also parses as."""
     size = os.fstat(handle.fileno()).st_size
-    is_torch_zip = handle.read(4) == b"PK\x03\x04"
-    handle.seek(0)
-    if is_torch_zip:
+    if torch.serialization._is_zipfile(handle):
         _check_zip(handle, size)
         return
-    try:
-        is_tar = tarfile.is_tarfile(handle)
-    except OSError:
-        is_tar = False
+    with contextlib.suppress(OSError):
+        if tarfile.is_tarfile(handle):
+            raise _Refusal("is a tar archive (torch < 0.4 format), which torch.load extracts, links included")
     handle.seek(0)
-    if is_tar:
-        raise _Refusal("is a tar archive (torch < 0.4 format), which torch.load extracts, links included")
     _check_legacy(handle, size)
 
 
 # ---------------------------------------------------------------------- tensors
-def _tensors(obj, path: str = "", depth: int = 0, seen: set | None = None):
+def _tensors(obj, seen: set, path: str = "", depth: int = 0):
     """``(where, tensor)`` for every reference to a tensor in a loaded checkpoint (containers walked once)."""
-    seen = set() if seen is None else seen
     if depth > 200:
         raise _Refusal(f"nests containers more than 200 deep (at {path or 'the top'})")
     if isinstance(obj, torch.Tensor):
         yield path, obj  # every reference: two references to one tensor overlap
-        if id(obj) in seen:
-            return
-        children = vars(obj).items()  # attributes set from the file's state
-    elif id(obj) in seen:
+    if id(obj) in seen:
         return
+    if isinstance(obj, (torch.Tensor, Placeholder)):
+        children = vars(obj).items()  # attributes set from the file's state
     elif isinstance(obj, dict):
         children = obj.items()
     elif isinstance(obj, (list, tuple, set, frozenset)):
         children = enumerate(obj)
-    elif isinstance(obj, Placeholder):
-        children = vars(obj).items()
     else:
         return
     seen.add(id(obj))
     for key, child in children:
-        yield from _tensors(child, f"{path}/{key}" if path else str(key), depth + 1, seen)
+        yield from _tensors(child, seen, f"{path}/{key}" if path else str(key), depth + 1)
 
 
 def _span(tensor: torch.Tensor) -> int:
@@ -599,7 +522,7 @@ def check_tensors(obj) -> None:
     memory than the pickle bytes that repeat it.
     """
     spans, first_seen = [], {}
-    for where, tensor in _tensors(obj):
+    for where, tensor in _tensors(obj, set()):
         if id(tensor) in first_seen:  # the same object again: refused now, not listed N times
             if tensor.numel() > 1:
                 raise _Refusal(f"stores tensors {first_seen[id(tensor)]} and {where} in overlapping memory")
@@ -636,10 +559,9 @@ def _only_stand_ins():
     """torch's weights-only allowlist extended by :data:`STAND_INS` alone, while loading.
 
     Libraries widen it process-wide (PyG adds ``collections.defaultdict``, ``Data``, ...), and
-    where two entries share a name torch picks either; so the others are set aside meanwhile
-    and put back however the load ends. The list is torch's process-wide state: ``safe_load``
-    calls take turns (a lock), and a ``torch.load`` in another thread at the same moment sees
-    this list (the stand-ins, not the other libraries' entries).
+    where two entries share a name torch picks either; so the others are set aside until the
+    load ends. The list is process-wide: ``safe_load`` calls take turns, and a ``torch.load`` in
+    another thread meanwhile sees the stand-ins, not the other libraries' entries.
     """
     with _SAFE_GLOBALS_LOCK:
         others = torch.serialization.get_safe_globals()
@@ -673,15 +595,12 @@ def safe_load(path: str | Path, map_location="cpu"):
                 checkpoint = torch.load(handle, map_location=map_location, weights_only=True)
         check_tensors(checkpoint)
     except _Refusal as why:
-        raise UnsafeCheckpointError(
-            f"{path}: the checkpoint {_printable(why)}; refusing to load it (nothing from the file was executed)"
-        ) from None
+        raise UnsafeCheckpointError(f"{path}: the checkpoint {_printable(why)}; {_REFUSING}") from None
     except pickle.UnpicklingError as err:  # torch's own loader refused what the scan let through
         found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", str(err), re.S)
         reason = found.group(1) if found else str(err) or type(err).__name__
         raise UnsafeCheckpointError(
-            f"{path}: torch's weights-only loader refused the checkpoint ({_printable(reason)}); "
-            "refusing to load it (nothing from the file was executed)"
+            f"{path}: torch's weights-only loader refused the checkpoint ({_printable(reason)}); {_REFUSING}"
         ) from None
     except Exception as err:  # noqa: BLE001 - any parse failure is a bad file, reported with its name
         raise ValueError(

@@ -44,10 +44,11 @@ from urllib.parse import urlparse
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from tmzoo.configs import resolve_config_args
 from tmzoo.datamodules.base import MoleculeDataModule
 from tmzoo.tasks.data_info import describe_data, encoder_featurization
 
@@ -139,11 +140,8 @@ class TmzooCLI(LightningCLI):
             parser.set_defaults(weights_only=True)
         return parser
 
-    def _subconfig(self):
-        return self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
-
     def before_instantiate_classes(self) -> None:
-        cfg = self._subconfig()
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         self._resume_version: str | None = None
         _refuse_pure_half_precision(cfg)
         _link_featurization(cfg)
@@ -157,31 +155,24 @@ class TmzooCLI(LightningCLI):
             else:
                 rank_zero_info(f"no last checkpoint under {root}/lightning_logs: starting from step 0")
         if "weights_only" in cfg and cfg.get("weights_only") is None:
-            # Lightning unpickles a remote --ckpt_path (http...) in full (weights_only=False):
-            # a downloaded file could run code. tmzoo checkpoints are plain data, so default to
-            # weights_only=True everywhere (``--weights_only false`` still opts out).
+            # an explicit null: Lightning would unpickle a remote --ckpt_path in full, which could run code
             cfg["weights_only"] = True
         _prepare_wandb(cfg)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
-        config["logger"] = self._loggers(config)
-        if config["logger"] is False and config.get("callbacks"):
+        logger = config.get("logger")
+        if logger is False and config.get("callbacks"):
             kept = [c for c in config["callbacks"] if not isinstance(c, LearningRateMonitor)]
             if len(kept) != len(config["callbacks"]):
                 rank_zero_info("no logger (--trainer.logger=false): the LearningRateMonitor is dropped")
             config["callbacks"] = kept
-        callbacks = [*callbacks, CheckpointOnSigterm()]
-        return super()._instantiate_trainer(config, callbacks)
-
-    def _loggers(self, config: dict[str, Any]) -> list[Logger] | bool:
-        logger = config.get("logger")
-        if logger is False:
-            return False
-        loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, (list, tuple)) else [logger]
-        save_dir = config.get("default_root_dir") or os.getcwd()
-        if not any(isinstance(lg, CSVLogger) for lg in loggers):
-            loggers.insert(0, CSVLogger(save_dir=save_dir, version=getattr(self, "_resume_version", None)))
-        return loggers
+        elif logger is not False:  # a CSVLogger beside the configured loggers
+            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, (list, tuple)) else [logger]
+            if not any(isinstance(lg, CSVLogger) for lg in loggers):
+                root = config.get("default_root_dir") or os.getcwd()
+                loggers.insert(0, CSVLogger(save_dir=root, version=self._resume_version))
+            config["logger"] = loggers
+        return super()._instantiate_trainer(config, [*callbacks, CheckpointOnSigterm()])
 
 
 def _refuse_pure_half_precision(cfg) -> None:
@@ -208,17 +199,12 @@ def _encoder_of(init) -> tuple[str | None, dict]:
     return None, {}
 
 
-def _reads_dense_batches(class_path: str | None) -> bool:
+def _reads_dense_batches(class_path: str) -> bool:
     """Whether an encoder reads padded (dense) batches: its class says so with
-    ``reads_dense_batches`` (``TransformerM``: True); other encoders get PyG ``Batch``es.
-    No encoder class (built from a pretrained file) means Transformer-M."""
-    if not class_path:
-        return True
-    import importlib
+    ``reads_dense_batches`` (``TransformerM``: True); other encoders get PyG ``Batch``es."""
+    import pydoc  # locate: the object a dotted path names
 
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name, None)
-    return bool(getattr(cls, "reads_dense_batches", False))
+    return bool(getattr(pydoc.locate(class_path), "reads_dense_batches", False))
 
 
 def _link_featurization(cfg) -> None:
@@ -246,13 +232,7 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> TmzooC
     """
     # `tmzoo` hands its own argv over explicitly; Lightning would warn that sys.argv is set too
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    args = list(sys.argv[1:] if args is None else args)
-    try:
-        from tmzoo.configs import resolve_config_args  # shipped configs by name
-    except ImportError:
-        pass
-    else:
-        args = resolve_config_args(args)
+    args = resolve_config_args(list(sys.argv[1:] if args is None else args))  # shipped configs by name
     try:
         return TmzooCLI(
             L.LightningModule,

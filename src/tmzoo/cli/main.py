@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 USAGE = """usage: tmzoo {fit,validate,test,predict,infer,convert,sweep} ...
@@ -19,19 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "infer":
-        from tmzoo.cli.infer import main as infer
-
-        return infer(rest)
-    if command == "convert":
-        from tmzoo.cli.convert import main as convert
-
-        return convert(rest)
-    if command == "sweep":
-        from tmzoo.cli.sweep import main as sweep
-
-        return sweep(rest) or 0
+    if argv[0] in ("infer", "convert", "sweep"):
+        return importlib.import_module(f"tmzoo.cli.{argv[0]}").main(argv[1:]) or 0
     from tmzoo.cli.lightning import run_lightning_cli
 
     run_lightning_cli(argv)

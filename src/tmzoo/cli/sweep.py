@@ -44,7 +44,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -52,7 +52,6 @@ from tmzoo.io.files import atomic_write
 
 SUPPORTED_METHODS = ("grid", "random", "bayes")
 SEED_PARAMETER = "seed_everything"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 REPORT_BEGIN, REPORT_END = "<!-- tmzoo-sweep:begin -->", "<!-- tmzoo-sweep:end -->"
 #: Display names of the metrics tmzoo's tasks log (others are shown as logged).
 METRIC_NAMES = {
@@ -62,8 +61,7 @@ METRIC_NAMES = {
 
 # --------------------------------------------------------------------------- sweep file
 def load_sweep(path: str | Path) -> dict:
-    with open(path) as f:
-        sweep = yaml.safe_load(f)
+    sweep = yaml.safe_load(Path(path).read_text())
     if not isinstance(sweep, dict):
         raise ValueError(f"{path}: a sweep file is a YAML mapping")
     for key in ("method", "parameters"):
@@ -76,32 +74,24 @@ def load_sweep(path: str | Path) -> dict:
 
 def with_seeds(sweep: dict, seeds: list[int]) -> dict:
     """A copy of ``sweep`` whose seed axis (``seed_everything``) is ``seeds``, varied last."""
-    parameters = {k: v for k, v in sweep["parameters"].items() if k != SEED_PARAMETER}
-    parameters[SEED_PARAMETER] = {"values": [int(s) for s in seeds]}
-    return {**sweep, "parameters": parameters}
+    others = {k: v for k, v in sweep["parameters"].items() if k != SEED_PARAMETER}
+    return {**sweep, "parameters": {**others, SEED_PARAMETER: {"values": [int(s) for s in seeds]}}}
 
 
 def grid_configurations(parameters: dict) -> list[dict]:
     """Every combination of the parameters' ``values``/``value`` (in file order)."""
-    names, choices = [], []
     for name, spec in parameters.items():
-        if "values" in spec:
-            choices.append(list(spec["values"]))
-        elif "value" in spec:
-            choices.append([spec["value"]])
-        else:
+        if "values" not in spec and "value" not in spec:
             raise ValueError(f"grid search needs 'values' or 'value' for {name!r}, got {spec}")
-        names.append(name)
-    return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+    choices = [spec["values"] if "values" in spec else [spec["value"]] for spec in parameters.values()]
+    return [dict(zip(parameters, combo)) for combo in itertools.product(*choices)]
 
 
 def sample_value(spec: dict, rng: random.Random) -> Any:
     if "value" in spec:
         return spec["value"]
     if "values" in spec:
-        values = list(spec["values"])
-        weights = spec.get("probabilities")
-        return values[rng.choices(range(len(values)), weights=weights)[0]]
+        return rng.choices(list(spec["values"]), weights=spec.get("probabilities"))[0]
     kind = spec.get("distribution", "uniform")
     if kind == "uniform":
         return rng.uniform(spec["min"], spec["max"])
@@ -117,41 +107,29 @@ def sample_value(spec: dict, rng: random.Random) -> Any:
 def configurations(sweep: dict, max_runs: int | None, seed: int = 0) -> list[dict]:
     """The configurations to run: the grid (first ``max_runs``) or ``max_runs`` random draws."""
     if sweep["method"] == "grid":
-        grid = grid_configurations(sweep["parameters"])
-        return grid[:max_runs] if max_runs else grid
+        return grid_configurations(sweep["parameters"])[:max_runs or None]
     rng = random.Random(seed)
-    count = max_runs or 5
-    return [{n: sample_value(s, rng) for n, s in sweep["parameters"].items()} for _ in range(count)]
-
-
-def agent_flags(config: dict) -> list[str]:
-    """``--name=value`` as the W&B agent formats ``${args}``."""
-    return [f"--{name}={value}" for name, value in config.items()]
-
-
-def is_wandb_config(value: str) -> bool:
-    """Whether a ``--config`` value is the W&B logger config (``wandb``, ``.../wandb.yaml``)."""
-    return Path(value).stem == "wandb"
+    return [{n: sample_value(s, rng) for n, s in sweep["parameters"].items()} for _ in range(max_runs or 5)]
 
 
 def command_args(sweep: dict, config: dict, keep_wandb: bool = False) -> list[str]:
     """Arguments for ``run_lightning_cli`` from the sweep's ``command`` (default ``fit ${args}``),
-    without its ``--config wandb`` unless ``keep_wandb``."""
+    without its ``--config wandb`` (``wandb``, ``.../wandb.yaml``) unless ``keep_wandb``."""
     command = sweep.get("command") or ["${program}", "fit", "${args}"]
+    flags = [f"--{name}={value}" for name, value in config.items()]  # as the W&B agent formats ``${args}``
     args: list[str] = []
-    for token in command:
-        token = str(token)
+    for token in map(str, command):
         if token in ("${env}", "${interpreter}", "${program}") or token == sweep.get("program") == "tmzoo":
             continue
         if token == "${args}":
-            args += agent_flags(config)
+            args += flags
         elif token == "${args_no_hyphens}":
-            args += [f[2:] for f in agent_flags(config)]
+            args += [f[2:] for f in flags]
         elif token == "${args_json}":
             raise ValueError("${args_json} is not supported by tmzoo sweep")
-        elif not keep_wandb and token.startswith("--config=") and is_wandb_config(token.split("=", 1)[1]):
+        elif not keep_wandb and token.startswith("--config=") and Path(token.split("=", 1)[1]).stem == "wandb":
             continue
-        elif not keep_wandb and args[-1:] in (["--config"], ["-c"]) and is_wandb_config(token):
+        elif not keep_wandb and args[-1:] in (["--config"], ["-c"]) and Path(token).stem == "wandb":
             args.pop()
         else:
             args.append(token)
@@ -165,34 +143,35 @@ def run_folder(out: Path, index: int) -> Path:
 
 def latest_log_dir(root: Path) -> Path | None:
     """The newest ``lightning_logs/version_K`` under ``root`` that holds a ``metrics.csv``."""
-    versions = []
-    for path in Path(root).glob("lightning_logs/version_*/metrics.csv"):
-        suffix = path.parent.name.removeprefix("version_")
-        if suffix.isdigit():
-            versions.append((int(suffix), path.parent))
-    return max(versions)[1] if versions else None
+    versions = [path.parent for path in Path(root).glob("lightning_logs/version_*/metrics.csv")
+                if path.parent.name.removeprefix("version_").isdigit()]
+    return max(versions, key=lambda folder: int(folder.name.removeprefix("version_")), default=None)
 
 
-def run_in_process(args: list[str]) -> str:
-    """Status (``ok`` or why not) of one ``tmzoo fit`` run in this process."""
+def run_status(args: list[str], log_path: Path | None, threads: int) -> str:
+    """Status (``ok`` or why not) of one ``tmzoo fit`` run with ``threads`` torch threads: in this
+    process, or with a ``log_path`` in a child process that writes its output there."""
+    if log_path is not None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        with open(log_path, "w") as log:
+            command = [sys.executable, "-m", "tmzoo.cli.main", *args]
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        return "ok" if code == 0 else f"failed: exit {code} (see {log_path})"
+    import torch
+
     from tmzoo.cli.lightning import run_lightning_cli
 
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the thread count changes float sums: a rerun must match it
     try:
         run_lightning_cli(args)
     except SystemExit as err:
         return f"failed: exit {err.code}"
     except Exception as err:  # a failed configuration is a row in the table, not the end of the sweep
         return f"failed: {type(err).__name__}: {err}"
+    finally:
+        torch.set_num_threads(previous)
     return "ok"
-
-
-def run_in_subprocess(args: list[str], log_path: Path, threads: int) -> str:
-    """Status of one ``tmzoo fit`` run in a child process with ``threads`` torch threads."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "tmzoo.cli.main", *args]
-    with open(log_path, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    return "ok" if code == 0 else f"failed: exit {code} (see {log_path})"
 
 
 def prepare_data(args: list[str]) -> None:
@@ -200,7 +179,7 @@ def prepare_data(args: list[str]) -> None:
     parallel runs read it instead of each building it."""
     from tmzoo.cli.lightning import run_lightning_cli
 
-    if args and args[0] in SUBCOMMANDS:  # instantiating only: no subcommand
+    if args and args[0] in ("fit", "validate", "test", "predict"):  # instantiating only: no subcommand
         args = args[1:]
     try:
         run_lightning_cli(args, run=False)
@@ -214,10 +193,7 @@ def execute(index: int, config: dict, args: list[str], out: Path, jobs: int, thr
     folder.mkdir(parents=True, exist_ok=True)
     args = [*args, f"--trainer.default_root_dir={folder}"]
     start = time.perf_counter()
-    if jobs > 1:
-        status = run_in_subprocess(args, folder / "output.log", threads)
-    else:
-        status = run_in_process(args)
+    status = run_status(args, folder / "output.log" if jobs > 1 else None, threads)
     record = {
         "run": index, "config": config, "command": "tmzoo " + shlex.join(args), "status": status,
         "seconds": round(time.perf_counter() - start, 1),
@@ -228,26 +204,16 @@ def execute(index: int, config: dict, args: list[str], out: Path, jobs: int, thr
 
 
 # ----------------------------------------------------------------------- run results
-def read_metrics_csv(log_dir: Path | None) -> list[dict]:
+def read_metrics_csv(log_dir: Path) -> list[dict]:
     """The rows of a run's ``metrics.csv`` that hold a validation metric, as
     ``{"step", "epoch", <metric>: float, ...}`` (empty cells left out)."""
-    if log_dir is None or not (Path(log_dir) / "metrics.csv").exists():
-        return []
     rows = []
-    with open(Path(log_dir) / "metrics.csv", newline="") as f:
+    with open(log_dir / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
             values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
             if values:
                 rows.append({"step": int(float(row.get("step") or 0)), "epoch": int(float(row.get("epoch") or 0)), **values})
     return rows
-
-
-def final_metrics(curve: list[dict]) -> dict[str, float]:
-    """The last logged value of each validation metric."""
-    final: dict[str, float] = {}
-    for row in curve:
-        final.update({k: v for k, v in row.items() if k.startswith("val/")})
-    return final
 
 
 def display_unit(log_dir: Path | None) -> tuple[float, str]:
@@ -266,12 +232,13 @@ def display_unit(log_dir: Path | None) -> tuple[float, str]:
 
 
 def collect(out: Path, records: list[dict]) -> list[dict]:
-    """Each run record with its ``log_dir``, validation ``curve`` and ``metrics`` (final values)."""
+    """Each run record with its ``log_dir``, validation ``curve`` and ``metrics`` (last values)."""
     rows = []
     for record in records:
         log_dir = latest_log_dir(run_folder(out, record["run"]))
-        curve = read_metrics_csv(log_dir)
-        rows.append({**record, "log_dir": str(log_dir or ""), "curve": curve, "metrics": final_metrics(curve)})
+        curve = read_metrics_csv(log_dir) if log_dir else []
+        final = {k: v for point in curve for k, v in point.items() if k.startswith("val/")}
+        rows.append({**record, "log_dir": str(log_dir or ""), "curve": curve, "metrics": final})
     return rows
 
 
@@ -294,21 +261,23 @@ def run_seed(row: dict) -> Any:
     return row["config"].get(SEED_PARAMETER, row["run"])
 
 
+def by_group(rows: list[dict], names: list[str]) -> dict[str, list[dict]]:
+    """The runs of each group (configurations equal but for the seed), in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(group_label(row["config"], names), []).append(row)
+    return groups
+
+
 def aggregate(rows: list[dict], names: list[str], metrics: list[str]) -> list[dict]:
     """Per group (configurations equal but for the seed), in order of first appearance:
     ``{"group", "runs", "failed", <metric>: {"mean", "std", "n", "values": [(seed, value)]}}``.
     Only successful runs with a finite value count; ``std`` is the sample standard deviation
     (NaN below two values)."""
-    groups: dict[str, dict] = {}
-    for row in rows:
-        label = group_label(row["config"], names)
-        group = groups.setdefault(label, {"group": label, "runs": 0, "failed": 0, "_rows": []})
-        group["runs"] += 1
-        if row["status"] != "ok":
-            group["failed"] += 1
-        group["_rows"].append(row)
-    for group in groups.values():
-        members = group.pop("_rows")
+    groups = []
+    for label, members in by_group(rows, names).items():
+        group = {"group": label, "runs": len(members), "failed": sum(r["status"] != "ok" for r in members)}
+        groups.append(group)
         for metric in metrics:
             values = [
                 (run_seed(r), float(r["metrics"][metric])) for r in members
@@ -321,7 +290,7 @@ def aggregate(rows: list[dict], names: list[str], metrics: list[str]) -> list[di
                 "n": len(numbers),
                 "values": values,
             }
-    return list(groups.values())
+    return groups
 
 
 def _fmt(value: float, factor: float) -> str:
@@ -368,92 +337,73 @@ def compare(groups: list[dict], better: str, than: str, metric: str, factor: flo
     diff, spread = a["mean"] - b["mean"], a["std"] + b["std"]
     verdict = "reproduced" if diff < -spread else "contradicted" if diff > spread else "not resolved"
     u = f" {unit}" if unit else ""
-    sentence = (
+    return verdict, (
         f"{METRIC_NAMES.get(metric, metric)}: `{better}` {_fmt(a['mean'], factor)} ± {_fmt(a['std'], factor)}{u} vs "
         f"`{than}` {_fmt(b['mean'], factor)} ± {_fmt(b['std'], factor)}{u}; difference {_fmt(diff, factor)}{u}, "
         f"spread (sum of the standard deviations) {_fmt(spread, factor)}{u}"
     )
-    return verdict, sentence
 
 
 # --------------------------------------------------------------------------- outputs
-def summary_metrics(rows: list[dict], primary: str, wanted: list[str] | None) -> list[str]:
-    """``wanted``, or the primary metric then every other validation metric logged."""
-    if wanted:
-        return list(wanted)
-    logged = sorted({m for r in rows for m in r["metrics"]})
-    return [primary] + [m for m in logged if m != primary]
+def write_csv(path: Path, header: list[str], rows: Iterable[list]) -> Path:
+    with atomic_write(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 def write_tables(rows: list[dict], groups: list[dict], names: list[str], metrics: list[str], out: Path) -> list[Path]:
     """``summary.csv`` (one row per run), ``groups.csv`` (mean/std/n per group and metric)
     and ``curves.csv`` (every validation of every run), in the metrics' logged units."""
-    out.mkdir(parents=True, exist_ok=True)
-    summary, by_group, curves = out / "summary.csv", out / "groups.csv", out / "curves.csv"
-    with atomic_write(summary) as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "group", *names, *metrics, "status", "seconds", "log_dir"])
-        for r in rows:
-            writer.writerow([
-                r["run"], group_label(r["config"], names), *(json.dumps(r["config"].get(n)) for n in names),
-                *(r["metrics"].get(m, "") for m in metrics), r["status"], r.get("seconds", ""), r["log_dir"],
-            ])
-    with atomic_write(by_group) as f:
-        writer = csv.writer(f)
-        writer.writerow(["group", "metric", "mean", "std", "n", "seeds", "values", "runs", "failed"])
-        for g in groups:
-            for m in metrics:
-                s = g[m]
-                writer.writerow([g["group"], m, s["mean"], s["std"], s["n"], json.dumps([x for x, _ in s["values"]]),
-                                 json.dumps([v for _, v in s["values"]]), g["runs"], g["failed"]])
     curve_metrics = sorted({k for r in rows for c in r["curve"] for k in c if k.startswith("val/")})
-    with atomic_write(curves) as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "group", "seed", "step", "epoch", *curve_metrics])
-        for r in rows:
-            for c in r["curve"]:
-                writer.writerow([r["run"], group_label(r["config"], names), run_seed(r), c["step"], c["epoch"],
-                                 *(c.get(m, "") for m in curve_metrics)])
-    return [summary, by_group, curves]
+    return [
+        write_csv(out / "summary.csv", ["run", "group", *names, *metrics, "status", "seconds", "log_dir"], (
+            [r["run"], group_label(r["config"], names), *(json.dumps(r["config"].get(n)) for n in names),
+             *(r["metrics"].get(m, "") for m in metrics), r["status"], r.get("seconds", ""), r["log_dir"]]
+            for r in rows
+        )),
+        write_csv(out / "groups.csv", ["group", "metric", "mean", "std", "n", "seeds", "values", "runs", "failed"], (
+            [g["group"], m, g[m]["mean"], g[m]["std"], g[m]["n"], json.dumps([x for x, _ in g[m]["values"]]),
+             json.dumps([v for _, v in g[m]["values"]]), g["runs"], g["failed"]]
+            for g in groups for m in metrics
+        )),
+        write_csv(out / "curves.csv", ["run", "group", "seed", "step", "epoch", *curve_metrics], (
+            [r["run"], group_label(r["config"], names), run_seed(r), c["step"], c["epoch"],
+             *(c.get(m, "") for m in curve_metrics)]
+            for r in rows for c in r["curve"]
+        )),
+    ]
 
 
 def plot_summary(rows: list[dict], names: list[str], metrics: list[str], out: Path, factor: float, unit: str) -> Path:
     """``summary.png``: per metric, the validation curves of every run (thin) and the mean over
-    seeds per group (thick); a bar chart of the final values when no run logged a curve."""
+    seeds per group (thick); a note when no run logged any of ``metrics``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(dict.fromkeys(group_label(r["config"], names) for r in rows))
-    colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    groups = by_group(rows, names)
+    colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(groups)}
     shown = [m for m in metrics if any(m in c for r in rows for c in r["curve"])]
     figure = out / "summary.png"
-    if not shown:  # no curves: final values per run
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows)), 4.0))
-        metric = metrics[0]
-        values = [r["metrics"].get(metric, math.nan) * factor for r in rows]
-        ax.bar(range(len(rows)), values, color=[colors[group_label(r["config"], names)] for r in rows])
-        ax.set_xticks(range(len(rows)), [f"{group_label(r['config'], names)}\nseed {run_seed(r)}" for r in rows], fontsize=6, rotation=90)
-        ax.set_ylabel(metric_title(metric, unit))
+    if not shown:  # final values come from the curves: there are none to show
+        fig, ax = plt.subplots(figsize=(4.0, 4.0))
+        ax.text(0.5, 0.5, f"{out.name}: no run logged {', '.join(metrics)}", ha="center", wrap=True)
+        ax.set_axis_off()
     else:
         fig, axes = plt.subplots(1, len(shown), figsize=(5.0 * len(shown), 4.0), squeeze=False)
         for ax, metric in zip(axes[0], shown):
-            for label in labels:
-                members = [r for r in rows if group_label(r["config"], names) == label]
-                by_step: dict[int, list[float]] = {}
-                for r in members:
-                    points = [(c["step"], c[metric] * factor) for c in r["curve"] if metric in c]
-                    if points:
-                        ax.plot(*zip(*points), color=colors[label], alpha=0.35, linewidth=0.8)
-                    for step, value in points:
-                        by_step.setdefault(step, []).append(value)
-                steps = sorted(s for s, v in by_step.items() if len(v) == len(members))
+            for label, members in groups.items():
+                curves = [{c["step"]: c[metric] * factor for c in r["curve"] if metric in c} for r in members]
+                for curve in filter(None, curves):
+                    ax.plot(*zip(*curve.items()), color=colors[label], alpha=0.35, linewidth=0.8)
+                steps = sorted(set.intersection(*map(set, curves)))  # the mean where every seed has a value
                 if steps:
-                    ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=colors[label], linewidth=2, label=label)
-            ax.set_xlabel("optimiser step")
-            ax.set_ylabel(metric_title(metric, unit))
-            ax.set_yscale("log")
+                    means = [statistics.fmean(curve[s] for curve in curves) for s in steps]
+                    ax.plot(steps, means, color=colors[label], linewidth=2, label=label)
+            ax.set(xlabel="optimiser step", ylabel=metric_title(metric, unit), yscale="log")
             ax.grid(alpha=0.3, which="both")
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{out.name}: validation during training (thin: seeds, thick: mean)", fontsize=9)
@@ -467,11 +417,10 @@ def machine_facts() -> dict:
     """What the numbers were measured on."""
     import torch
 
-    cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        cpu = platform.processor()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip())
@@ -495,13 +444,12 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     for asset in assets:
         shutil.copyfile(asset, folder / asset.name)
-    ok = sum(r["status"] == "ok" for r in rows)
     lines = [
         REPORT_BEGIN,
         "<!-- generated by `tmzoo sweep --report`; edits inside this block are overwritten -->",
         "",
-        f"**{ok} of {len(rows)} runs finished.** Final validation values (after the last optimiser step), "
-        f"mean ± sample standard deviation over seeds, then each seed's value:",
+        f"**{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished.** Final validation values "
+        "(after the last optimiser step), mean ± sample standard deviation over seeds, then each seed's value:",
         "",
         markdown_table(groups, metrics, factor, unit),
         "![validation curves per configuration](results/summary.png)",
@@ -535,10 +483,9 @@ def write_report(
         "",
         REPORT_END,
     ]
-    head, rest = text.split(REPORT_BEGIN, 1)
-    tail = rest.split(REPORT_END, 1)[1]
+    head, _, rest = text.partition(REPORT_BEGIN)
     with atomic_write(report) as f:
-        f.write(head + "\n".join(lines) + tail)
+        f.write(head + "\n".join(lines) + rest.partition(REPORT_END)[2])
     return report
 
 
@@ -558,7 +505,8 @@ def summarize(out: Path, records: list[dict], names: list[str], primary: str, wa
               facts: dict, report: Path | None = None, claims: list[dict] | None = None) -> list[Path]:
     """Writes the tables and figure for the runs in ``records`` (and the report)."""
     rows = collect(out, records)
-    metrics = summary_metrics(rows, primary, wanted)
+    logged = sorted({m for r in rows for m in r["metrics"]})
+    metrics = list(wanted) if wanted else [primary] + [m for m in logged if m != primary]
     groups = aggregate(rows, names, metrics)
     factor, unit = display_unit(next((Path(r["log_dir"]) for r in rows if r["log_dir"]), None))
     paths = write_tables(rows, groups, names, metrics, out)
@@ -584,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-wandb", action="store_true", help="keep the command's --config wandb (W&B logger)")
     parser.add_argument("--summarize-only", action="store_true", help="summarise the runs already in --out, run nothing")
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics in the summary (default: all val/ metrics)")
-    parser.add_argument("--report", default=None, help="Markdown file whose tmzoo-sweep block gets the results")
+    parser.add_argument("--report", type=Path, help="Markdown file whose tmzoo-sweep block gets the results")
     parser.add_argument("--claims", default=None, help="YAML list of claims {claim, better, than, metric} for --report")
     parser.add_argument("--base-args", nargs=argparse.REMAINDER, default=[], help="appended to every run")
     opts = parser.parse_args(argv)
@@ -611,7 +559,6 @@ def main(argv: list[str] | None = None) -> int:
     if opts.summarize_only:
         facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
     else:
-        out.mkdir(parents=True, exist_ok=True)
         facts = {**machine_facts(), "command": command, "jobs": opts.jobs, "threads": threads,
                  "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "load_before": round(os.getloadavg()[0], 2)}
@@ -620,25 +567,16 @@ def main(argv: list[str] | None = None) -> int:
         for i, config, args in plans:
             print(f"[tmzoo sweep] run {i}: tmzoo {shlex.join(args)}", flush=True)
         done = []
-        if opts.jobs > 1 and plans:
-            prepare_data(plans[0][2] + [f"--trainer.default_root_dir={out / 'prepare'}", "--trainer.logger=false"])
-            with concurrent.futures.ThreadPoolExecutor(opts.jobs) as pool:
-                futures = [pool.submit(execute, i, c, a, out, opts.jobs, threads) for i, c, a in plans]
-                for future in concurrent.futures.as_completed(futures):
-                    record = future.result()
-                    done.append(record)
-                    print(f"[tmzoo sweep] run {record['run']}: {record['status']} in {record['seconds']:.0f} s", flush=True)
-        else:
-            import torch
-
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)  # the thread count changes float sums: a rerun must match it
-            try:
-                for i, config, args in plans:
-                    done.append(execute(i, config, args, out, 1, threads))
-                    print(f"[tmzoo sweep] run {i}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)
-            finally:
-                torch.set_num_threads(previous)
+        with concurrent.futures.ThreadPoolExecutor(opts.jobs) as pool:
+            if opts.jobs > 1 and plans:  # child processes; serial runs stay in this (main) thread
+                prepare_data(plans[0][2] + [f"--trainer.default_root_dir={out / 'prepare'}", "--trainer.logger=false"])
+                futures = [pool.submit(execute, *plan, out, opts.jobs, threads) for plan in plans]
+                finished = (future.result() for future in concurrent.futures.as_completed(futures))
+            else:
+                finished = (execute(*plan, out, 1, threads) for plan in plans)
+            for record in finished:
+                done.append(record)
+                print(f"[tmzoo sweep] run {record['run']}: {record['status']} in {record['seconds']:.0f} s", flush=True)
         facts.update(wall_seconds=round(time.perf_counter() - start, 1), load_after=round(os.getloadavg()[0], 2))
         if opts.only and facts_path.exists():  # a rerun: the sweep's own facts stay, the rerun is listed
             earlier = json.loads(facts_path.read_text())
@@ -653,7 +591,6 @@ def main(argv: list[str] | None = None) -> int:
             records.append(json.loads(path.read_text()))
         elif opts.summarize_only:
             print(f"[tmzoo sweep] run {i}: no {path}, left out of the summary", flush=True)
-    paths = summarize(out, records, names, metric, opts.metrics, facts,
-                      Path(opts.report) if opts.report else None, claims)
+    paths = summarize(out, records, names, metric, opts.metrics, facts, opts.report, claims)
     print(f"[tmzoo sweep] wrote {', '.join(str(p) for p in paths)}", flush=True)
     return 0 if any(r["status"] == "ok" for r in (records if opts.summarize_only else done)) else 1

@@ -40,9 +40,9 @@ def resolve(value: str) -> str:
     when only one has it (``wandb``: ``loggers/wandb``); ``ValueError`` if none."""
     if Path(value).expanduser().is_file():
         return value
-    name = value[: -len(".yaml")] if value.endswith(".yaml") else value
+    name = value.removesuffix(".yaml")
     for folder in FOLDERS:
-        name = name[len(folder) + 1 :] if name.startswith(folder + "/") else name
+        name = name.removeprefix(folder + "/")
     shipped = available()
     by_file_name = [n for n in shipped if n.rsplit("/", 1)[-1] == name]
     name = by_file_name[0] if name not in shipped and len(by_file_name) == 1 else name
@@ -59,8 +59,7 @@ def with_bases(value: str, seen: tuple[Path, ...] = ()) -> list[str]:
     file = Path(path).expanduser().resolve()
     if file in seen:
         raise ValueError(f"--config {value}: '{EXTENDS}' lines form a cycle: {' -> '.join(map(str, [*seen, file]))}")
-    with open(file) as f:
-        first = f.readline()
+    first = file.read_text().partition("\n")[0]
     if not first.startswith(EXTENDS):
         return [path]
     base = first[len(EXTENDS):].strip()
@@ -71,14 +70,12 @@ def with_bases(value: str, seen: tuple[Path, ...] = ()) -> list[str]:
 def resolve_config_args(argv: list[str]) -> list[str]:
     """``argv`` with every ``--config NAME`` / ``--config=NAME`` / ``-c NAME`` resolved by
     :func:`resolve` into ``--config=PATH``, its bases (:func:`with_bases`) first."""
-    out, expect = [], False
+    out: list[str] = []
     for arg in argv:
-        if expect:
+        if out[-1:] in (["--config"], ["-c"]):  # the value of that flag
             out[-1:] = [f"--config={path}" for path in with_bases(arg)]
-            expect = False
         elif arg.startswith("--config="):
             out += [f"--config={path}" for path in with_bases(arg.split("=", 1)[1])]
         else:
             out.append(arg)
-            expect = arg in ("--config", "-c")
     return out

@@ -114,26 +114,24 @@ class SizeBatchSampler(BatchSampler):
 
     def _global_batches(self, epoch: int) -> list[np.ndarray]:
         sizes = self.sizes
-        if self.shuffle:
+        if self.shuffle:  # one window: every molecule, in a random order (ties stay random after sorting)
             rng = np.random.default_rng([self.seed % 2**63, epoch])
-            order = rng.permutation(len(sizes))
-            order = order[np.argsort(sizes[order], kind="stable")]
-            batches = [order[b] for b in _size_batches(sizes[order], self.batch_size, self.max_atoms, self.max_pairs)]
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+            windows = [rng.permutation(len(sizes))]
         else:
-            batches = []
-            for lo in range(0, len(sizes), self.window):
-                part = np.arange(lo, min(lo + self.window, len(sizes)))
-                part = part[np.argsort(sizes[part], kind="stable")]
-                batches += [part[b] for b in _size_batches(sizes[part], self.batch_size, self.max_atoms, self.max_pairs)]
+            windows = [np.arange(lo, min(lo + self.window, len(sizes))) for lo in range(0, len(sizes), self.window)]
+        batches = []
+        for part in windows:
+            part = part[np.argsort(sizes[part], kind="stable")]
+            batches += [part[b] for b in _size_batches(sizes[part], self.batch_size, self.max_atoms, self.max_pairs)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.drop_last and self.max_atoms is None and self.max_pairs is None:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.num_replicas > 1 and batches:
             if self.drop_last:
                 batches = batches[: len(batches) - len(batches) % self.num_replicas]
             else:
-                missing = -len(batches) % self.num_replicas
-                batches = batches + [batches[i % len(batches)] for i in range(missing)]
+                batches += [batches[i % len(batches)] for i in range(-len(batches) % self.num_replicas)]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

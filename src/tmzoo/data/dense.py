@@ -153,7 +153,6 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
     path = _dense_pairs(torch.cat([d.pair_path for d in data_list]), counts, n, 0)
     x, mask, degree, pos = x.view(b, n, -1), mask.view(b, n), degree.view(b, n), pos.view(b, n, 3)
     has_pos = torch.tensor(with_pos)
-    per_graph = {}
     extra: dict[str, Any] = {}
     widest = data_list[counts.index(n)]  # a 1-atom molecule cannot tell per-atom from per-molecule
     for key in first.keys():
@@ -168,9 +167,8 @@ def collate_dense(data_list: Sequence[Data]) -> DenseMolecules:
                 padded[i, :k] = v
             extra[key] = padded
         else:  # per molecule, [1, ...] each
-            per_graph[key] = torch.cat([v.reshape(1, *v.shape[1:]) if v.dim() else v.view(1) for v in values])
-    y, idx, mode = per_graph.pop("y", None), per_graph.pop("idx", None), per_graph.pop("mode", None)
-    extra.update(per_graph)
+            extra[key] = torch.cat([v.reshape(1, *v.shape[1:]) if v.dim() else v.view(1) for v in values])
+    y, idx, mode = extra.pop("y", None), extra.pop("idx", None), extra.pop("mode", None)
     return DenseMolecules(
         x=x, mask=mask, degree=degree, pos=pos, has_pos=has_pos, spd=spd, path=path,
         y=y, idx=None if idx is None else idx.view(-1), mode=None if mode is None else mode.view(-1), extra=extra,
@@ -214,16 +212,9 @@ def to_dense(batch: Batch) -> DenseMolecules:
     degree, _ = to_dense_batch(batch.degree.long(), batch.batch, batch_size=batch.num_graphs)
     pos, _ = to_dense_batch(batch.pos.float(), batch.batch, batch_size=batch.num_graphs)
     has_pos = batch.has_pos.view(-1).bool()
-    pos = pos * has_pos.view(-1, 1, 1)
     optional = {k: batch[k].view(-1) for k in ("idx", "mode") if k in batch}
     return DenseMolecules(
-        x=x.long(),
-        mask=mask,
-        degree=degree,
-        pos=pos,
-        has_pos=has_pos,
+        x=x.long(), mask=mask, degree=degree, pos=pos * has_pos.view(-1, 1, 1), has_pos=has_pos,
         spd=_dense_pairs(batch.pair_spd.long(), counts, n_max, -1),
-        path=_dense_pairs(batch.pair_path, counts, n_max, 0),
-        y=batch.y if "y" in batch else None,
-        **optional,
+        path=_dense_pairs(batch.pair_path, counts, n_max, 0), y=batch.y if "y" in batch else None, **optional,
     )

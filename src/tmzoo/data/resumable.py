@@ -57,10 +57,10 @@ class ResumableDataLoader(DataLoader):
         if kwargs.get("collate_fn") is None:
             kwargs["collate_fn"] = Collater(dataset)
         self._order = torch.Generator()
-        if kwargs.get("batch_sampler") is not None:
+        batch_sampler = kwargs.get("batch_sampler")
+        if batch_sampler is not None:
             batch_size, shuffle = 1, False  # DataLoader's defaults; the batch sampler decides
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, generator=self._order, **kwargs)
-        batch_sampler = kwargs.get("batch_sampler")
         if seed is None and getattr(batch_sampler, "num_replicas", 1) > 1:
             # every rank must deal one order: a seed all processes share, not each one's own
             seed = int(os.environ.get("PL_GLOBAL_SEED", getattr(batch_sampler, "seed", 0)))

@@ -22,30 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import Batch, Data
 
-from tmzoo.data.batching import SizeBatchSampler
-
 from tmzoo.chem.molecule import MoleculeError
-from tmzoo.io.files import DamagedInputError, open_text
-from tmzoo.io.records import Record, file_kind, read_records
+from tmzoo.data.batching import SizeBatchSampler
+from tmzoo.io.files import DamagedInputError
+from tmzoo.io.records import Record, read_records
 from tmzoo.modes import MODE_NAMES, Mode
-
-ROW_FIELDS = ("index", "name", "smiles", "mode", "error")
-
-
-def shard_of(position: int, workers: int, world_size: int = 1) -> tuple[int, int]:
-    """``(rank, worker)`` featurising the chunk at ``position`` (0 = the first chunk streamed).
-
-    Ranks take chunks round-robin; within a rank, workers take that rank's chunks round-robin,
-    which is the order a ``DataLoader`` collects an ``IterableDataset``'s workers' outputs in.
-    """
-    return position % world_size, (position // world_size) % max(workers, 1)
-
 
 def pass_through(item):
     """``collate_fn`` of a loader whose items are already batches."""
@@ -126,34 +112,26 @@ class RecordStream(IterableDataset):
         self.max_pairs = max_pairs
         self.collate = collate
 
-    # ------------------------------------------------------------------ sharding
-    def _mine(self, worker: int, workers: int) -> Callable[[int], bool]:
-        first = self.start // self.chunk_size
-
-        def mine(index: int) -> bool:
-            if index < self.start:
-                return False
-            return shard_of(index // self.chunk_size - first, workers, self.world_size) == (self.rank, worker)
-
-        return mine
-
-    def _records(self, mine: Callable[[int], bool], framed: list[int]) -> Iterator[Record]:
-        """This shard's records (only they are parsed); ``framed[0]``: the last record index read."""
-
-        def select(index: int) -> bool:
-            framed[0] = index
-            return mine(index)
-
-        return read_records(self.path, select=select)
-
-    # ------------------------------------------------------------------ chunks
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Chunk]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        framed = [self.start - 1]
+        first, framed = self.start // self.chunk_size, self.start - 1  # framed: the last record index read
+
+        def mine(index: int) -> bool:
+            # ranks take chunks round-robin; within a rank, workers take that rank's chunks round-robin,
+            # which is the order a DataLoader collects an IterableDataset's workers' outputs in
+            position = index // self.chunk_size - first  # 0 = the first chunk streamed
+            rank, turn = position % self.world_size, position // self.world_size  # turn: among the rank's chunks
+            return index >= self.start and (rank, turn % workers) == (self.rank, worker)
+
+        def select(index: int) -> bool:  # only this shard's records are parsed
+            nonlocal framed
+            framed = index
+            return mine(index)
+
         chunk_id, records = None, []
         try:
-            for record in self._records(self._mine(worker, workers), framed):
+            for record in read_records(self.path, select=select):
                 k = record.index // self.chunk_size
                 if records and k != chunk_id:
                     yield self.chunk(records)
@@ -162,11 +140,11 @@ class RecordStream(IterableDataset):
                 records.append(record)
         except DamagedInputError as err:
             # the chunk holding the first unread record reports the damage; later chunks do not exist
-            damaged = (framed[0] + 1) // self.chunk_size
+            damaged = (framed + 1) // self.chunk_size
             if records and chunk_id != damaged:
                 yield self.chunk(records)
                 records = []
-            if self._mine(worker, workers)(max(damaged * self.chunk_size, self.start)):
+            if mine(max(damaged * self.chunk_size, self.start)):
                 yield self.chunk(records, input_error=str(err))
             return
         if records:
@@ -186,34 +164,13 @@ class RecordStream(IterableDataset):
             except Exception as err:  # an unexpected failure stays with its record
                 error = f"featurisation failed: {type(err).__name__}: {err}"
             rows.append((record.index, record.name, record.smiles, mode, error))
-        sizes = np.array([int(g.num_nodes) for g in graphs], dtype=np.int64)
         batches = SizeBatchSampler(
             graphs, self.batch_size, max_pairs=self.max_pairs, shuffle=False, window=max(len(graphs), 1),
-            sizes=sizes, num_replicas=1, rank=0,
+            sizes=[int(g.num_nodes) for g in graphs], num_replicas=1, rank=0,
         )
         order = [index for batch in batches for index in batch]
         return Chunk(rows, [self.collate([graphs[i] for i in batch]) for batch in batches],
                      torch.tensor(order, dtype=torch.long), input_error)
 
 
-def count_records(path: str | Path, block: int = 1 << 20) -> int | None:
-    """About how many records ``path`` holds (for progress bars): ``$$$$`` lines of an SDF, lines
-    of a SMILES file, lines after the header of a CSV; ``None`` when the file cannot be read."""
-    try:
-        kind = file_kind(path)
-        lines, separators, last = 0, 0, "\n"
-        with open_text(path) as handle:
-            while chunk := handle.read(block):
-                lines += chunk.count("\n")
-                if kind == ".sdf":
-                    separators += chunk.count("$$$$")
-                last = chunk[-1]
-    except (OSError, ValueError):
-        return None
-    lines += last != "\n"
-    if kind == ".sdf":
-        return separators or int(lines > 0)
-    return max(lines - (kind == ".csv"), 0)
-
-
-__all__ = ["ROW_FIELDS", "Chunk", "RecordStream", "count_records", "pass_through", "shard_of"]
+__all__ = ["Chunk", "RecordStream", "pass_through"]

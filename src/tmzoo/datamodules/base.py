@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.loader.dataloader import Collater
@@ -14,17 +16,16 @@ from tmzoo.data.dense import DenseCollater
 from tmzoo.data.resumable import ResumableDataLoader
 from tmzoo.data.transforms import transformer_m_transform
 
+TRANSFORM_ARGS = tuple(inspect.signature(transformer_m_transform).parameters)
+
 
 class MoleculeDataModule(L.LightningDataModule):
     """Base datamodule: subclasses fill ``self.splits`` ({"train","val","test","predict"} ->
     ``Dataset`` of featurised ``Data``) in :meth:`setup` and describe their targets.
 
-    Loaders (see :func:`molecule_loader`): ``batch_by_size`` groups molecules of similar atom
-    count in training, validation and test (:class:`~tmzoo.data.batching.SizeBatchSampler`;
-    prediction keeps the input order); ``max_atoms_per_batch`` caps the padded atoms
-    ``B·N_max`` of a batch as well as ``batch_size``; ``dense_batches`` pads in the loader
-    workers (:class:`~tmzoo.data.dense.DenseMolecules`, what Transformer-M reads) instead of
-    making PyG ``Batch``es (what GIN and SchNet read: set it to False for them).
+    Loaders: :func:`molecule_loader` (prediction keeps the input order); ``max_atoms_per_batch``
+    caps the padded atoms ``B·N_max`` of a batch as well as ``batch_size``; ``dense_batches``
+    pads for Transformer-M, ``False`` gives PyG ``Batch``es (GIN, SchNet).
 
     Attributes read by the tasks through CLI links: ``target_names``, ``num_targets``,
     ``target_mean``, ``target_std`` (train statistics), ``target_units`` (``"eV"``, ... ;
@@ -33,6 +34,7 @@ class MoleculeDataModule(L.LightningDataModule):
     """
 
     hydrogens: bool = False
+    target_names: list[str] = ["y"]  # subclasses set theirs (on the class, or per instance)
 
     def __init__(
         self,
@@ -55,10 +57,6 @@ class MoleculeDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- describe
     @property
-    def target_names(self) -> list[str]:
-        return ["y"]
-
-    @property
     def num_targets(self) -> int:
         return len(self.target_names)
 
@@ -66,21 +64,30 @@ class MoleculeDataModule(L.LightningDataModule):
     def target_units(self) -> list[str]:
         return [""] * self.num_targets
 
+    def train_targets(self) -> torch.Tensor:
+        """``y [M, T]`` of the training molecules (none here: mean 0, std 1)."""
+        return torch.zeros(0, self.num_targets)
+
     @property
     def target_mean(self) -> list[float]:
-        return [0.0] * self.num_targets
+        return target_statistics(self.train_targets())[0]
 
     @property
     def target_std(self) -> list[float]:
-        return [1.0] * self.num_targets
+        return target_statistics(self.train_targets())[1]
 
     @property
     def has_coordinates(self) -> bool:
         return True
 
+    @property
+    def transform_args(self) -> dict:
+        """The ``transformer_m_transform`` arguments among :attr:`featurization`."""
+        return {k: v for k, v in self.featurization.items() if k in TRANSFORM_ARGS}
+
     def transform(self):
         """The featurisation every record goes through (cache keys use its ``repr``)."""
-        return transformer_m_transform(**self.featurization)
+        return transformer_m_transform(**self.transform_args)
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, split: str, shuffle: bool = False, batch_by_size: bool | None = None) -> DataLoader:
@@ -126,29 +133,29 @@ def molecule_loader(
     """tmzoo's loader for featurised molecules (a dataset or a list of ``Data``).
 
     ``train=True`` gives a :class:`ResumableDataLoader` (exact mid-epoch resume; ``seed`` as
-    there). With ``batch_by_size`` the batches group molecules of similar atom count,
-    batches in a random order when ``shuffle``, else sorted within windows of 32 batches taken in
-    input order (not the input order itself: a streaming writer would need to reorder).
-    ``dense_batches`` pads in the worker processes (``tmzoo.data.dense.DenseMolecules``, read by
-    ``TransformerM``); ``False`` gives PyG ``Batch``es (GIN, SchNet).
+    there). With ``batch_by_size`` the batches group molecules of similar atom count
+    (:class:`~tmzoo.data.batching.SizeBatchSampler`), batches in a random order when ``shuffle``,
+    else sorted within windows of 32 batches taken in input order (not the input order itself:
+    a streaming writer would need to reorder). ``dense_batches`` pads in the worker processes
+    (:class:`~tmzoo.data.dense.DenseMolecules`, read by ``TransformerM``); ``False`` gives PyG
+    ``Batch``es (GIN, SchNet).
 
     Example (what the datamodules use for training)::
 
         loader = molecule_loader(list_of_featurised_data, batch_size=64, shuffle=True, train=True, num_workers=2)
     """
-    collate_fn = DenseCollater() if dense_batches else Collater(dataset)
-    workers = {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": pin_memory}
+    options = {"collate_fn": DenseCollater() if dense_batches else Collater(dataset), "num_workers": num_workers,
+               "persistent_workers": num_workers > 0, "pin_memory": pin_memory}
     if batch_by_size:
-        batch_sampler = SizeBatchSampler(
+        options["batch_sampler"] = SizeBatchSampler(
             dataset, batch_size, max_atoms=max_atoms_per_batch, shuffle=shuffle, seed=0 if seed is None else seed
         )
-        if train:
-            return ResumableDataLoader(dataset, batch_sampler=batch_sampler, seed=seed, collate_fn=collate_fn, **workers)
-        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, **workers)
+    else:
+        options.update(batch_size=batch_size, shuffle=shuffle)
     if train:
-        return ResumableDataLoader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, collate_fn=collate_fn, **workers)
+        return ResumableDataLoader(dataset, seed=seed, **options)
     # keywords only: Lightning re-creates loaders from their arguments (e.g. for predict)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, **workers)
+    return DataLoader(dataset, **options)
 
 
 def target_statistics(y: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -162,4 +169,13 @@ def target_statistics(y: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-__all__: Sequence[str] = ["MoleculeDataModule", "molecule_loader", "target_statistics"]
+def positions_of(records: np.ndarray, wanted) -> np.ndarray:
+    """Position in ``records`` (distinct record indices) of each of ``wanted``; -1 where absent."""
+    position = np.full(int(records.max(initial=0)) + 1, -1, dtype=np.int64)
+    position[records] = np.arange(len(records))
+    wanted = np.asarray(wanted, dtype=np.int64).reshape(-1)
+    known = (wanted >= 0) & (wanted < len(position))
+    return np.where(known, position[np.where(known, wanted, 0)], -1)
+
+
+__all__: Sequence[str] = ["MoleculeDataModule", "molecule_loader", "positions_of", "target_statistics"]

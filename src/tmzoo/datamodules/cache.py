@@ -34,7 +34,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -71,25 +71,15 @@ def user_cache_dir() -> Path:
     """``$TMZOO_CACHE``, else ``$XDG_CACHE_HOME/tmzoo``, else ``~/.cache/tmzoo``."""
     if os.environ.get("TMZOO_CACHE"):
         return Path(os.environ["TMZOO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tmzoo"
-
-
-def source_identity(path: Path) -> dict:
-    """What the cache key records about a source file: its name, size and mtime."""
-    stat = Path(path).stat()
-    return {"name": Path(path).name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tmzoo"
 
 
 def cache_key(settings: dict, sources: Sequence[Path]) -> str:
-    """16 hex digits hashing the settings and the identity of the source files."""
-    payload = {
-        "format": CACHE_FORMAT,
-        "settings": settings,
-        "sources": [source_identity(p) for p in sources],
-    }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """16 hex digits hashing the settings and the identity (name, size, mtime) of the source files."""
+    stats = [(Path(p).name, Path(p).stat()) for p in sources]
+    identities = [{"name": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for name, stat in stats]
+    payload = {"format": CACHE_FORMAT, "settings": settings, "sources": identities}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -108,10 +98,14 @@ class FeatureCache:
     folder: Path
     store: GraphStore
     failures: list[Failure]
-    manifest: dict = field(default_factory=dict)
+    manifest: dict
 
     def __len__(self) -> int:
         return len(self.store)
+
+
+def _record(index: int, name: str) -> str:
+    return f"record {index} ({name})" if name else f"record {index}"
 
 
 # --------------------------------------------------------------------------- workers
@@ -123,10 +117,8 @@ def _die_with_parent(parent: int) -> None:
     """Ends this worker when ``parent`` ends: ``PR_SET_PDEATHSIG`` on Linux, and a watchdog
     thread everywhere (also covers a parent that died before the ``prctl``)."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
-            pass
     if os.getppid() != parent:
         os._exit(1)
 
@@ -188,24 +180,19 @@ def _results(jobs: Iterable, featurize: Callable, num_proc: int, chunk: int = 64
     pending: collections.deque = collections.deque()
     try:
         while True:
-            while len(pending) < 4 * num_proc:
-                batch = list(itertools.islice(jobs, chunk))
-                if not batch:
-                    break
+            while len(pending) < 4 * num_proc and (batch := list(itertools.islice(jobs, chunk))):
                 pending.append((batch, pool.submit(_run_chunk, batch)))
             if not pending:
                 return
+            batch, future = pending.popleft()
             try:
-                results = pending[0][1].result()
+                yield from future.result()
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
-                for batch, _ in pending:
+                for batch in [batch, *(b for b, _ in pending)]:
                     yield from _rerun(batch, context, featurize)
                 pending.clear()
                 pool = _executor(context, num_proc, featurize)
-                continue
-            pending.popleft()
-            yield from results
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -228,16 +215,11 @@ def _rerun(batch: list, context, featurize: Callable) -> list:
         with _executor(context, 1, featurize) as single:
             return single.submit(_run_chunk, batch).result()
     except BrokenProcessPool:
-        pass
-    results = []
-    for job in batch:
-        try:
-            with _executor(context, 1, featurize) as single:
-                results.append(single.submit(_run, job).result())
-        except BrokenProcessPool:
-            log.warning("record %s (%s): %s", job[0], job[1], WORKER_DIED)
-            results.append((job[0], job[1], None, WORKER_DIED))
-    return results
+        if len(batch) == 1:
+            index, name, _ = batch[0]
+            log.warning("%s: %s", _record(index, name), WORKER_DIED)
+            return [(index, name, None, WORKER_DIED)]
+    return [result for job in batch for result in _rerun([job], context, featurize)]
 
 
 # ------------------------------------------------------------------------ building
@@ -272,37 +254,36 @@ def build_cache(
             for index, name, data, problem in results:
                 bar.update(1)
                 if isinstance(data, RecordMismatchError):
-                    raise RecordMismatchError(f"record {index}{f' ({name})' if name else ''}: {data}")
+                    raise RecordMismatchError(f"{_record(index, name)}: {data}")
                 if data is None:
                     failures.append(Failure(index, problem, name))
-                    continue
-                writer.append(data)
+                else:
+                    writer.append(data)
         files = writer.close()
         if writer.count == 0 and failures:
             raise EmptyCacheError(
-                f"{description}: none of the {len(failures)} records could be featurised; "
-                "first errors: " + "; ".join(
-                    f"record {f.index}{f' ({f.name})' if f.name else ''}: {f.error}" for f in failures[:3])
+                f"{description}: none of the {len(failures)} records could be featurised; first errors: "
+                + "; ".join(f"{_record(f.index, f.name)}: {f.error}" for f in failures[:3])
             )
         seconds = time.perf_counter() - start
-        attempted = writer.count + len(failures)
         store_bytes = sum(entry["size"] for entry in files.values())
-        write_failures(temporary / FAILURES_FILE, [(f.index, f.name, f.error) for f in failures])
-        files[FAILURES_FILE] = _describe(temporary / FAILURES_FILE)
-        info = dict((manifest() if callable(manifest) else manifest) or {})
-        info.update(
-            format=CACHE_FORMAT,
-            count=writer.count,
-            failures=len(failures),
-            failures_file=FAILURES_FILE,
-            layout=writer.layout,
-            files=files,
-            bytes_per_molecule=round(store_bytes / max(writer.count, 1), 1),
-            seconds=round(seconds, 2),
-            molecules_per_second=round(attempted / max(seconds, 1e-9), 1),
-            num_proc=num_proc,
-        )
-        _write_json(temporary / "manifest.json", info)
+        failures_path = write_failures(temporary / FAILURES_FILE, [(f.index, f.name, f.error) for f in failures])
+        files[FAILURES_FILE] = {"size": failures_path.stat().st_size, "blake2b": file_checksum(failures_path)}
+        info = {
+            **((manifest() if callable(manifest) else manifest) or {}),
+            "format": CACHE_FORMAT,
+            "count": writer.count,
+            "failures": len(failures),
+            "failures_file": FAILURES_FILE,
+            "layout": writer.layout,
+            "files": files,
+            "bytes_per_molecule": round(store_bytes / max(writer.count, 1), 1),
+            "seconds": round(seconds, 2),
+            "molecules_per_second": round((writer.count + len(failures)) / max(seconds, 1e-9), 1),
+            "num_proc": num_proc,
+        }
+        with atomic_write(temporary / "manifest.json") as handle:
+            handle.write(json.dumps(info, indent=1, sort_keys=True, default=str))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(temporary, folder)
@@ -317,20 +298,6 @@ def build_cache(
     log.info(message)
     print(message, file=sys.stderr)
     return FeatureCache(folder, GraphStore(folder, writer.layout, writer.count), failures, info)
-
-
-def _describe(path: Path) -> dict:
-    return {"size": path.stat().st_size, "blake2b": file_checksum(path)}
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    with atomic_write(path) as handle:
-        handle.write(json.dumps(payload, indent=1, sort_keys=True, default=str))
-
-
-def _read_failures(path: Path) -> list[Failure]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [Failure(int(r["index"]), r["error"], r["name"]) for r in csv.DictReader(handle)]
 
 
 # ------------------------------------------------------------------------- loading
@@ -357,7 +324,8 @@ def load_cache(folder: Path, verify: str = "auto", report: bool = True) -> Featu
                 raise ValueError(f"{name} is missing or has the wrong size")
             if checksums and file_checksum(path) != entry["blake2b"]:
                 raise ValueError(f"{name} does not match its checksum")
-        failures = _read_failures(folder / manifest["failures_file"])
+        with open(folder / manifest["failures_file"], newline="", encoding="utf-8") as handle:
+            failures = [Failure(int(r["index"]), r["error"], r["name"]) for r in csv.DictReader(handle)]
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
         if report:
             log.warning("cache %s is invalid (%s); it will be rebuilt", folder, err)
@@ -367,35 +335,25 @@ def load_cache(folder: Path, verify: str = "auto", report: bool = True) -> Featu
     return FeatureCache(folder, store, failures, manifest)
 
 
+_THREAD_LOCKS: dict[str, threading.Lock] = {}  # POSIX locks do not exclude threads of one process
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-    """Exclusive lock on ``.<folder name>.lock`` beside ``folder`` (no-op without fcntl).
+    """Exclusive lock on ``.<folder name>.lock`` beside ``folder`` (only a thread lock without fcntl).
 
     A POSIX record lock (``lockf``): it belongs to this process only, so worker processes
-    forked while it is held do not keep it alive, and it ends with the process (SIGKILL too).
+    forked while it is held do not keep it alive, and it ends with the process (SIGKILL too),
+    or when the lock file is closed.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     path = folder.parent / f".{folder.name}.lock"
-    with _THREAD_LOCKS_GUARD:  # POSIX locks do not exclude threads of one process
-        thread_lock = _THREAD_LOCKS.setdefault(str(path.resolve()), threading.Lock())
-    with thread_lock:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
+    thread_lock = _THREAD_LOCKS.setdefault(str(path.resolve()), threading.Lock())  # setdefault is atomic
+    with thread_lock, open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+        yield
 
 
 def load_or_build(
@@ -406,20 +364,9 @@ def load_or_build(
     verify: str = "auto",
     **build_options,
 ) -> FeatureCache:
-    """Loads the cache in ``folder``, building it from ``jobs()`` when it is not valid.
-
-    A valid cache is loaded without taking the lock (nothing is opened for writing); the
-    lock is taken only to build. ``total`` (for the progress bar) may be a callable, then
-    only called when building.
-    """
-    folder = Path(folder)
-
-    def build() -> FeatureCache:
-        if callable(build_options.get("total")):
-            build_options["total"] = build_options["total"]()
-        return build_cache(folder, jobs(), featurize, **build_options)
-
-    return load_or_run(folder, build, verify=verify)
+    """Loads the cache in ``folder``, building it from ``jobs()`` (:func:`build_cache` with
+    ``build_options``) when it is not valid."""
+    return load_or_run(folder, lambda: build_cache(folder, jobs(), featurize, **build_options), verify=verify)
 
 
 def load_or_run(
@@ -428,15 +375,14 @@ def load_or_run(
     """The valid cache in ``folder``, else the one ``build()`` writes there, under the folder's
     lock (so concurrent processes build once) after removing what killed builds left.
 
+    A valid cache is loaded without taking the lock (nothing is opened for writing).
     ``force``: build even when a valid cache is there (PyG's ``force_reload``).
     """
     folder = Path(folder)
-    cache = None if force else load_cache(folder, verify=verify, report=False)
-    if cache is not None:
+    if not force and (cache := load_cache(folder, verify=verify, report=False)) is not None:
         return cache
     with folder_lock(folder):
-        cache = None if force else load_cache(folder, verify=verify)
-        if cache is not None:
+        if not force and (cache := load_cache(folder, verify=verify)) is not None:
             return cache
         for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds
             shutil.rmtree(stale, ignore_errors=True)
@@ -445,27 +391,11 @@ def load_or_run(
 
 def default_num_proc() -> int:
     """Worker processes for featurisation: the usable cores (at most 32)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 32))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, 32)
 
 
 __all__ = [
-    "CACHE_FORMAT",
-    "EmptyCacheError",
-    "FAILURES_FILE",
-    "FeatureCache",
-    "Failure",
-    "RecordMismatchError",
-    "build_cache",
-    "cache_key",
-    "default_num_proc",
-    "folder_lock",
-    "load_cache",
-    "load_or_build",
-    "load_or_run",
-    "source_identity",
-    "user_cache_dir",
+    "CACHE_FORMAT", "EmptyCacheError", "FAILURES_FILE", "FeatureCache", "Failure", "RecordMismatchError", "build_cache",
+    "cache_key", "default_num_proc", "folder_lock", "load_cache", "load_or_build", "load_or_run", "user_cache_dir",
 ]

@@ -168,22 +168,17 @@ class MoleculeDataset(PygDataset):
             )
         Path(self.raw_dir).mkdir(parents=True, exist_ok=True)
         self.download()
-        missing = self.missing_raw_files()
-        if missing:
+        if missing := self.missing_raw_files():
             raise FileNotFoundError(f"{type(self).__name__}.download() did not provide {missing}")
 
     # --------------------------------------------------------------------- cache
     def settings(self) -> dict:
         """Everything that defines the cached molecules (hashed into the cache key)."""
-        settings = {
-            "dataset": self.name,
-            "reader": self.cache_settings(),
-            "featurisation_code": featurisation_code_digest(),
-        }
-        if self.pre_transform is not None:
-            settings["transform"] = repr(self.pre_transform)
-            settings["featurisation_code"] = featurisation_code_digest(FEATURISATION_MODULES + PAIR_MODULES)
-        return settings
+        settings = {"dataset": self.name, "reader": self.cache_settings()}
+        if self.pre_transform is None:
+            return {**settings, "featurisation_code": featurisation_code_digest()}
+        return {**settings, "transform": repr(self.pre_transform),
+                "featurisation_code": featurisation_code_digest(FEATURISATION_MODULES + PAIR_MODULES)}
 
     @property
     def cache_folder(self) -> Path:

@@ -9,7 +9,7 @@ SDF of the Transformer-M reference). Any URL ``urllib`` opens works, ``file://``
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import tarfile
@@ -19,6 +19,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from torch_geometric.data import download_url, extract_tar, extract_zip
+
+from tmzoo.datamodules.storage import file_checksum
+from tmzoo.io.files import find_file
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,8 @@ class ChecksumError(OSError):
 
 
 def sha256sum(path: Path) -> str:
-    """SHA-256 of a file (hex), read in blocks."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
+    """SHA-256 of a file (hex)."""
+    return file_checksum(path, "sha256")
 
 
 def fetch(url: str, folder: Path, sha256: str | None = None, filename: str | None = None) -> Path:
@@ -111,14 +110,18 @@ def extract(archive: Path, folder: Path) -> list[str]:
         if bad:
             raise ValueError(f"{archive} holds a link, a special file or a path outside its folder: {bad[0]}")
         names = [m.name for m in members]
-
-        def unpack(path, into, log):
-            extract_tar(path, into, mode="r:*", log=log)
+        unpack = functools.partial(extract_tar, mode="r:*")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{archive.name}.extract-") as partial:
         unpack(str(archive), partial, log=False)
         _move_into(Path(partial), folder)
     return names
+
+
+def _fetch_and_extract(url: str, folder: Path) -> None:
+    archive = fetch(url, folder)
+    extract(archive, folder)
+    archive.unlink()
 
 
 def download_qm9(
@@ -127,13 +130,10 @@ def download_qm9(
     """Puts ``gdb9.sdf``, ``gdb9.sdf.csv`` and ``uncharacterized.txt`` into ``raw_dir``, from
     the URLs ``torch_geometric.datasets.QM9`` uses (about 90 MB). Files already there are kept."""
     raw_dir = Path(raw_dir)
-    if not all((raw_dir / n).is_file() or (raw_dir / f"{n}.gz").is_file() for n in ("gdb9.sdf", "gdb9.sdf.csv")):
-        archive = fetch(url, raw_dir)
-        extract(archive, raw_dir)
-        archive.unlink()
-    target = raw_dir / "uncharacterized.txt"
-    if not target.is_file() and not (raw_dir / "uncharacterized.txt.gz").is_file():
-        os.replace(fetch(uncharacterized_url, raw_dir), target)
+    if not all(find_file(raw_dir, name) for name in ("gdb9.sdf", "gdb9.sdf.csv")):
+        _fetch_and_extract(url, raw_dir)
+    if not find_file(raw_dir, "uncharacterized.txt"):
+        os.replace(fetch(uncharacterized_url, raw_dir), raw_dir / "uncharacterized.txt")
     return raw_dir
 
 
@@ -146,13 +146,9 @@ def download_pcqm4mv2(
     """
     root = Path(root)
     if not (root / "pcqm4m-v2" / "raw" / "data.csv.gz").is_file():
-        archive = fetch(url, root)
-        extract(archive, root)
-        archive.unlink()
-    if sdf_url and not any((root / f"pcqm4m-v2-train.sdf{s}").is_file() for s in ("", ".gz")):
-        archive = fetch(sdf_url, root)
-        extract(archive, root)
-        archive.unlink()
+        _fetch_and_extract(url, root)
+    if sdf_url and not find_file(root, "pcqm4m-v2-train.sdf"):
+        _fetch_and_extract(sdf_url, root)
     return root
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tmzoo.datamodules.base import MoleculeDataModule, target_statistics
+from tmzoo.datamodules.base import MoleculeDataModule
 from tmzoo.datamodules.cache import FeatureCache
 from tmzoo.datamodules.datasets import MoleculeDataset
 from tmzoo.datamodules.splits import SplitView, save_split
@@ -33,11 +33,7 @@ class FeaturizedDataModule(MoleculeDataModule):
     """A datamodule over a :class:`MoleculeDataset`: splits, loaders and statistics.
 
     Args:
-        root: folder of the raw files (``None``: the subclass's embedded demo data).
-        cache_dir: folder for cache folders; default ``<root>/processed`` when writable,
-            else ``$TMZOO_CACHE`` / ``~/.cache/tmzoo``.
-        num_proc: featurisation worker processes (default: the usable cores, at most 32).
-        verify_cache: ``auto`` (checksums below 2 GiB), ``size`` or ``full``.
+        root, cache_dir, num_proc, verify_cache: as :class:`MoleculeDataset` takes them.
         cache_pairs: cache the pair features too (≈7x the disk on PCQM4Mv2; for GPU nodes
             whose loader workers cannot keep up with the transform); default: computed on access.
         loader_options: the loader settings of ``MoleculeDataModule`` (``batch_by_size``,
@@ -71,7 +67,7 @@ class FeaturizedDataModule(MoleculeDataModule):
 
     def dataset_options(self) -> dict:
         """Keyword arguments of the subclass's dataset common to every source."""
-        return {"transform": self.access_transform(), "pre_transform": self.cached_transform(),
+        return {"transform": self.access_transform(), "pre_transform": self.transform() if self.cache_pairs else None,
                 "cache_dir": self.cache_dir, "num_proc": self.num_proc,
                 "verify_cache": self.verify_cache, "lazy": True}
 
@@ -85,10 +81,6 @@ class FeaturizedDataModule(MoleculeDataModule):
         return None
 
     # ------------------------------------------------------------------- cache
-    def cached_transform(self):
-        """The transform applied before caching (``cache_pairs``), else ``None``."""
-        return self.transform() if self.cache_pairs else None
-
     def access_transform(self):
         """The transform the split datasets apply on each access (``None`` with ``cache_pairs``)."""
         return None if self.cache_pairs else self.transform()
@@ -109,10 +101,8 @@ class FeaturizedDataModule(MoleculeDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._ensure_ready()
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return
-        log_dir = trainer.log_dir  # every rank: log_dir broadcasts under DDP
-        if trainer.is_global_zero and log_dir:
+        # log_dir read once on every rank: it broadcasts under DDP
+        if trainer is not None and (log_dir := trainer.log_dir) and trainer.is_global_zero:
             self.save_split(log_dir)
 
     def _ensure_ready(self) -> None:
@@ -153,14 +143,6 @@ class FeaturizedDataModule(MoleculeDataModule):
         y = torch.from_numpy(y[self.positions["train"]]).float()
         columns = self.target_columns()
         return y if columns is None else y[:, columns]
-
-    @property
-    def target_mean(self) -> list[float]:
-        return target_statistics(self.train_targets())[0]
-
-    @property
-    def target_std(self) -> list[float]:
-        return target_statistics(self.train_targets())[1]
 
 
 __all__ = ["FeaturizedDataModule"]

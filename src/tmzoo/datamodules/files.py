@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import os
 import warnings
 from pathlib import Path
@@ -15,8 +14,7 @@ from torch_geometric.data import Batch
 
 from tmzoo.data.dense import DenseCollater
 from tmzoo.data.stream import RecordStream, pass_through
-from tmzoo.data.transforms import transformer_m_transform
-from tmzoo.datamodules.base import MoleculeDataModule
+from tmzoo.datamodules.base import TRANSFORM_ARGS, MoleculeDataModule
 from tmzoo.io.featurize import RecordFeaturizer, wants_hydrogens
 from tmzoo.io.files import DamagedInputError
 from tmzoo.io.records import file_kind, read_records
@@ -24,8 +22,6 @@ from tmzoo.modes import MODES
 
 #: padded atom pairs a batch may hold per molecule of ``batch_size`` (32 atoms each)
 PAIRS_PER_MOLECULE = 32 * 32
-
-_TRANSFORM_ARGS = tuple(inspect.signature(transformer_m_transform).parameters)
 
 
 class FilesDataModule(MoleculeDataModule):
@@ -104,7 +100,7 @@ class FilesDataModule(MoleculeDataModule):
         featurization = dict(getattr(bundle, "featurization", None) or {})
         transform_args = getattr(bundle, "transform_args", None)
         if transform_args is None:
-            transform_args = {k: v for k, v in featurization.items() if k in _TRANSFORM_ARGS}
+            transform_args = {k: v for k, v in featurization.items() if k in TRANSFORM_ARGS}
         self.featurization = {**dict(transform_args), "hydrogens": wants_hydrogens(featurization.get("hydrogens", False))}
         self.eval_mode = getattr(bundle, "eval_mode", None)
         self.model_has_3d = bool(getattr(bundle.encoder, "use_3d", True))
@@ -121,20 +117,12 @@ class FilesDataModule(MoleculeDataModule):
     def has_coordinates(self) -> bool:
         return self.mode != "2d" and (self.conformers or file_kind(self.path) == ".sdf")
 
-    def transform(self):
-        return transformer_m_transform(**self.transform_args)
-
-    @property
-    def transform_args(self) -> dict:
-        return {k: v for k, v in self.featurization.items() if k in _TRANSFORM_ARGS}
-
     def featurizer(self) -> RecordFeaturizer:
         """Record -> graph with this datamodule's settings."""
         return RecordFeaturizer(
             mode=self.mode, transform_args=self.transform_args, hydrogens=bool(self.featurization.get("hydrogens")),
             eval_mode=self.eval_mode, model_has_3d=self.model_has_3d, model_has_2d=self.model_has_2d,
-            max_atoms=self.max_atoms,
-            conformers=self.conformers, seed=self.seed,
+            max_atoms=self.max_atoms, conformers=self.conformers, seed=self.seed,
         )
 
     def prediction_settings(self) -> dict:
@@ -180,12 +168,11 @@ class FilesDataModule(MoleculeDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        workers = self.num_workers
         return DataLoader(
             self.stream(),
             batch_size=None,
             collate_fn=pass_through,
-            num_workers=workers,
-            prefetch_factor=2 if workers else None,
+            num_workers=self.num_workers,
+            prefetch_factor=2 if self.num_workers else None,
             in_order=True,  # chunks come back in input order
         )

@@ -21,6 +21,7 @@ import torch
 from rdkit import Chem
 
 from tmzoo.chem.molecule import MoleculeError, heavy_atom_formula, mol_to_data
+from tmzoo.datamodules.base import positions_of
 from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
 from tmzoo.datamodules.datasets import MoleculeDataset
 from tmzoo.datamodules.download import download_pcqm4mv2
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 READER_VERSION = 1  # part of the cache key: bump it when the reader's output changes
 
-SPLITS = {"train": "train", "val": "valid"}  # datamodule split -> split_dict key
 TEST_SPLITS = ("valid", "test-dev", "test-challenge")
 OFFICIAL_TEST_SIZES = {"test-dev": 147_037, "test-challenge": 147_432}
 
@@ -106,11 +106,9 @@ class PCQM4Mv2Dataset(MoleculeDataset):
     """PCQM4Mv2 as a PyG dataset: every row of ``data.csv.gz`` (``y [1, 1]``, the HOMO-LUMO gap
     in eV, NaN where unknown), with the training SDF's graph and coordinates where it has one.
 
-    ``root`` holds OGB's layout (``pcqm4m-v2/raw/data.csv.gz``, ``pcqm4m-v2/split_dict.pt``,
-    optionally ``pcqm4m-v2-train.sdf[.gz]``); ``None`` reads the embedded 1,700-molecule sample.
-    ``download=True`` fetches the missing files from OGB's URLs (SHA-256 checked, see
-    :mod:`~tmzoo.datamodules.download`). :meth:`split` gives OGB's split by record index.
-    Other arguments: :class:`MoleculeDataset`.
+    ``root`` holds OGB's layout (see the module docstring); ``None`` reads the embedded
+    1,700-molecule sample. ``download=True`` fetches the missing files from OGB's URLs (SHA-256
+    checked). :meth:`split` gives OGB's split by record index. Other arguments: :class:`MoleculeDataset`.
     """
 
     name = "pcqm4mv2"
@@ -168,12 +166,12 @@ class PCQM4Mv2Dataset(MoleculeDataset):
         return functools.partial(featurize_pcqm4mv2, transform=self.pre_transform)
 
     def _table(self) -> pd.DataFrame:
-        if self._rows is not None:
-            return self._rows
-        table = self._rows = pd.read_csv(self.csv_path)
-        if not {"smiles", "homolumogap"} <= set(table.columns):
-            raise ValueError(f"{self.csv_path} needs the columns smiles and homolumogap")
-        return table
+        if self._rows is None:
+            table = pd.read_csv(self.csv_path)
+            if not {"smiles", "homolumogap"} <= set(table.columns):
+                raise ValueError(f"{self.csv_path} needs the columns smiles and homolumogap")
+            self._rows = table
+        return self._rows
 
     def job_count(self) -> int:
         return len(self._table())
@@ -187,7 +185,7 @@ class PCQM4Mv2Dataset(MoleculeDataset):
         if sdf is None:
             return 0
         records = count_sdf_records(sdf)
-        train = read_split_dict(self.split_path)["train"]
+        train = self.split()["train"]
         if records == len(train) and records <= len(smiles):
             if not np.array_equal(np.sort(train), np.arange(records)):
                 log.warning("the train split is not rows 0..%d that the SDF covers", records - 1)
@@ -224,6 +222,8 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
     """
 
     drop_coordinates_in = ("val", "test", "predict")
+    target_names = ["homolumogap"]
+    target_units = ["eV"]
 
     def __init__(
         self,
@@ -249,32 +249,18 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
             raise ValueError(f"test_split must be one of {TEST_SPLITS}, not {test_split!r}")
         self.test_split = test_split
         self.dataset = PCQM4Mv2Dataset(root, download=download and root is not None, **self.dataset_options())
-        self.split_path = self.dataset.split_path
-
-    # ----------------------------------------------------------------- describe
-    @property
-    def target_names(self) -> list[str]:
-        return ["homolumogap"]
-
-    @property
-    def target_units(self) -> list[str]:
-        return ["eV"]
 
     @property
     def has_coordinates(self) -> bool:
         return self.dataset.sdf_path is not None
 
-    # ------------------------------------------------------------------- splits
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
-        record = np.asarray(cache.store.column("idx")).reshape(-1)
-        position_of = np.full(int(record.max(initial=-1)) + 1, -1, dtype=np.int64)
-        position_of[record] = np.arange(len(record))
-        official = read_split_dict(self.split_path)
-        wanted = {**SPLITS, "test": self.test_split, "predict": self.test_split}
+        records, official = self.dataset.record_indices(), self.dataset.split()
+        keys = {"train": "train", "val": "valid", "test": self.test_split, "predict": self.test_split}
         out = {}
-        for name, key in wanted.items():
+        for name, key in keys.items():  # datamodule split -> split_dict key
             indices = official[key]
-            found = position_of[indices[indices < len(position_of)]]
+            found = positions_of(records, indices)
             found = found[found >= 0]
             if len(found) < len(indices):
                 log.warning("%s: %d of %d molecules failed featurisation (see %s)", key,
@@ -282,10 +268,7 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
             out[name] = found
         return out
 
-    # --------------------------------------------------------------- submission
-    def write_test_submission(
-        self, predictions, folder: str | Path, idx=None, mode: str | None = None
-    ) -> Path:
+    def write_test_submission(self, predictions, folder: str | Path, idx=None, mode: str | None = None) -> Path:
         """Writes OGB's ``y_pred_pcqm4m-v2_<mode>.npz`` for the ``test_split`` molecules.
 
         ``predictions`` ``[M]`` follow ``idx`` (record indices, e.g. the batches' ``idx``)
@@ -293,18 +276,17 @@ class PCQM4Mv2DataModule(FeaturizedDataModule):
         a prediction. Full-size splits go through ``ogb.lsc.PCQM4Mv2Evaluator``.
         """
         mode = mode or self.test_split
-        split = read_split_dict(self.split_path)[mode]
+        split = self.dataset.split()[mode]
         pred = torch.as_tensor(predictions, dtype=torch.float32).detach().cpu().reshape(-1)
         idx = self.record_indices("test") if idx is None else torch.as_tensor(idx).reshape(-1)
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) != len(pred):
             raise ValueError(f"{len(pred)} predictions for {len(idx)} molecules")
-        slot = {int(r): k for k, r in enumerate(split)}
+        slots = positions_of(split, idx)
+        if (slots < 0).any():
+            raise ValueError(f"molecule {int(idx[slots < 0][0])} is not in the {mode} split")
         ordered = np.full(len(split), np.nan, dtype=np.float32)
-        for record, value in zip(idx, pred.numpy()):
-            if int(record) not in slot:
-                raise ValueError(f"molecule {int(record)} is not in the {mode} split")
-            ordered[slot[int(record)]] = value
+        ordered[slots] = pred.numpy()
         missing = np.flatnonzero(np.isnan(ordered))
         if len(missing):
             raise ValueError(

@@ -85,8 +85,7 @@ def read_labels_csv(path: Path) -> tuple[dict[str, float], dict[str, str]]:
             try:
                 value = float(row[value_column])
             except (TypeError, ValueError):
-                raise ValueError(f"{path}:{line}: affinity {row[value_column]!r} of {code!r} is not a "
-                                 "number") from None
+                raise ValueError(f"{path}:{line}: affinity {row[value_column]!r} of {code!r} is not a number") from None
             if not code:
                 raise ValueError(f"{path}:{line}: no PDB code")
             if code in labels:
@@ -95,8 +94,7 @@ def read_labels_csv(path: Path) -> tuple[dict[str, float], dict[str, str]]:
             if split_column is not None:
                 split = (row[split_column] or "").strip().lower()
                 if split not in SPLIT_NAMES:
-                    raise ValueError(f"{path}:{line}: split {split!r} of {code} is not one of "
-                                     f"{sorted(SPLIT_NAMES)}")
+                    raise ValueError(f"{path}:{line}: split {split!r} of {code} is not one of {sorted(SPLIT_NAMES)}")
                 splits[code] = SPLIT_NAMES[split]
     return labels, splits
 
@@ -115,9 +113,7 @@ def find_complex_folders(root: Path, codes) -> dict[str, Path]:
     return found
 
 
-def _text(path: Path | None) -> str | None:
-    if path is None:
-        return None
+def _text(path: Path) -> str:
     with open_text(path) as handle:
         return handle.read()
 
@@ -131,9 +127,7 @@ def read_ligand(folder: Path, code: str) -> Chem.Mol:
     mol2 = find_file(folder, f"{code}_ligand.mol2")
     if sdf is None and mol2 is None:
         raise MoleculeError(f"no {code}_ligand.sdf or {code}_ligand.mol2 in {folder}")
-    mol = None
-    if sdf is not None:
-        mol = Chem.MolFromMolBlock(_text(sdf), sanitize=True, removeHs=True)
+    mol = Chem.MolFromMolBlock(_text(sdf), sanitize=True, removeHs=True) if sdf is not None else None
     if mol is None and mol2 is not None:
         mol = Chem.MolFromMol2Block(_text(mol2), sanitize=True, removeHs=True)
     if mol is None:
@@ -158,7 +152,8 @@ def read_pocket(folder: Path, code: str) -> Chem.Mol:
         raise MoleculeError(f"no {code}_pocket.pdb in {folder}")
     block = _text(path)
     mol = Chem.MolFromPDBBlock(block, sanitize=True, removeHs=True)
-    if mol is None:
+    sanitized = mol is not None
+    if not sanitized:
         mol = Chem.MolFromPDBBlock(block, sanitize=False, removeHs=False)
         if mol is None:
             raise MoleculeError(f"pocket: RDKit cannot read {path.name}")
@@ -167,9 +162,7 @@ def read_pocket(folder: Path, code: str) -> Chem.Mol:
             Chem.SanitizeMol(mol, PARTIAL_SANITIZE, catchErrors=True)
         except Exception as err:  # RDKit raises several unrelated types here
             raise MoleculeError(f"pocket: {type(err).__name__}: {err}") from err
-        mol = without_hydrogens(mol, sanitize=False)
-    else:
-        mol = without_hydrogens(mol)
+    mol = without_hydrogens(mol, sanitize=sanitized)
     if mol.GetNumConformers() == 0:
         raise MoleculeError(f"pocket: {path.name} has no coordinates")
     return mol
@@ -263,38 +256,34 @@ class PDBBindDataset(MoleculeDataset):
             raise ValueError(f"cutoff must be positive, not {cutoff}")
         root = Path(root).expanduser()
         self.cutoff = float(cutoff)
-        self.index_paths: list[Path] = []
+        self.labels_path: Path | None = None
         self.assigned_split: dict[str, str] = {}
         if labels_csv is not None:
-            self.labels_path = root / labels_csv if not Path(labels_csv).is_absolute() \
-                and not Path(labels_csv).exists() else Path(labels_csv)
+            path = Path(labels_csv)
+            self.labels_path = path if path.is_absolute() or path.exists() else root / path
             self.affinity, self.assigned_split = read_labels_csv(self.labels_path)
-            self.core_path = self._find_index(root, core_index, required=not self.assigned_split)
-            self.core = read_index(self.core_path) if self.core_path else {}
-            self.index_paths = [self.labels_path] + ([self.core_path] if self.core_path else [])
+            core_path = self._find_index(root, core_index, required=not self.assigned_split)
+            self.index_paths = [p for p in (self.labels_path, core_path) if p is not None]
         else:
-            self.labels_path = None
-            self.core_path = self._find_index(root, core_index)
-            self.index_paths = [self._find_index(root, refined_index), self.core_path]
+            core_path = self._find_index(root, core_index)
+            self.index_paths = [self._find_index(root, refined_index), core_path]
             if general_index is not None:
                 self.index_paths.append(self._find_index(root, general_index))
             self.affinity = {}
             for path in reversed(self.index_paths):  # refined and core values win
                 self.affinity.update(read_index(path))
-            self.core = read_index(self.core_path)
+        self.core = read_index(core_path) if core_path else {}
         self.codes = sorted(self.affinity)  # record index = position in this list
         self._folders: dict[str, Path] | None = None
         super().__init__(root, transform, pre_transform, **options)
 
     @staticmethod
     def _find_index(root: Path, name: str, required: bool = True) -> Path | None:
-        for path in (root / name, root / "index" / name):
-            if path.is_file():
-                return path
-        if not required:
-            return None
-        raise FileNotFoundError(f"PDBBind index {name} is neither in {root} nor in "
-                                f"{root / 'index'}. {PDBBIND_SOURCE}")
+        path = next((p for p in (root / name, root / "index" / name) if p.is_file()), None)
+        if path is None and required:
+            raise FileNotFoundError(f"PDBBind index {name} is neither in {root} nor in "
+                                    f"{root / 'index'}. {PDBBIND_SOURCE}")
+        return path
 
     @property
     def raw_dir(self) -> str:
@@ -324,17 +313,10 @@ class PDBBindDataset(MoleculeDataset):
                 "complexes": self._complex_files_digest()}
 
     def _complex_files_digest(self) -> list:
-        out = []
         folders = self.complex_folders()
-        for code in self.codes:
-            if code not in folders:
-                continue
-            for suffix in ("_ligand.sdf", "_ligand.mol2", "_pocket.pdb"):
-                path = find_file(folders[code], f"{code}{suffix}")
-                if path is not None:
-                    stat = path.stat()
-                    out.append([path.name, stat.st_size, stat.st_mtime_ns])
-        return out
+        paths = (find_file(folders[code], f"{code}{suffix}") for code in self.codes if code in folders
+                 for suffix in ("_ligand.sdf", "_ligand.mol2", "_pocket.pdb"))
+        return [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in paths if path is not None]
 
     def featurizer(self):
         return functools.partial(featurize_complex, transform=self.pre_transform, cutoff=self.cutoff)
@@ -353,24 +335,24 @@ class PDBBindDataset(MoleculeDataset):
                 if self.codes else f"no complexes listed for {root}"
             )
         for index, code in enumerate(self.codes):
-            folder = folders.get(code, root / code)
-            yield index, code, (str(folder), code, self.affinity[code])
+            yield index, code, (str(folders.get(code, root / code)), code, self.affinity[code])
 
 
 class PDBBindDataModule(FeaturizedDataModule):
     """PDBBind v2016 affinity: train/val = refined (and general) minus core (seeded), test = core.
 
     Args:
-        root: PDBBind folder (complex folders and index files).
-        cutoff: pocket atoms within this distance (Å) of any ligand atom are kept.
-        val_fraction: share of the train pool used for validation (when not given by a CSV).
-        seed: seed of the train/val split.
+        root, cutoff, refined_index, core_index, labels_csv: as :class:`PDBBindDataset`; the
+            ``split`` column of ``labels_csv``, else the core index when there is one, says
+            which complexes are test.
         general_index: the general set's index (e.g. ``INDEX_general_PL_data.2016``): its
             complexes join the train/val pool.
-        labels_csv: a CSV of PDB codes and affinities (:func:`read_labels_csv`; a relative
-            path is looked up under ``root``) instead of the index files; its ``split``
-            column, else the core index when there is one, says which complexes are test.
+        val_fraction: share of the train pool used for validation (when not given by a CSV).
+        seed: seed of the train/val split.
     """
+
+    target_names = ["affinity"]
+    target_units = ["-logKd/Ki"]
 
     def __init__(
         self,
@@ -404,45 +386,26 @@ class PDBBindDataModule(FeaturizedDataModule):
         self.dataset = PDBBindDataset(root, cutoff=cutoff, refined_index=refined_index, core_index=core_index,
                                       general_index=general_index, labels_csv=labels_csv,
                                       **self.dataset_options())
-        self.cutoff = self.dataset.cutoff
 
-    # ----------------------------------------------------------------- describe
-    @property
-    def target_names(self) -> list[str]:
-        return ["affinity"]
-
-    @property
-    def target_units(self) -> list[str]:
-        return ["-logKd/Ki"]
-
-    @property
-    def has_coordinates(self) -> bool:
-        return True
-
-    # ------------------------------------------------------------------- splits
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
-        record = np.asarray(cache.store.column("idx")).reshape(-1)
-        codes = [self.dataset.codes[r] for r in record]
+        codes = [self.dataset.codes[r] for r in self.dataset.record_indices()]
         if self.dataset.assigned_split:
             given = np.asarray([self.dataset.assigned_split[c] for c in codes])
         else:
             given = np.where([c in self.dataset.core for c in codes], "test", "pool")
-        skipped = cache.failures
-        if skipped:
-            log.warning("%d PDBBind complexes skipped (see %s)", len(skipped),
+        if cache.failures:
+            log.warning("%d PDBBind complexes skipped (see %s)", len(cache.failures),
                         cache.folder / self.failures_file)
-        out = {"test": np.flatnonzero(given == "test")}
+        test = np.flatnonzero(given == "test")
         if "val" in given:
-            out.update(train=np.flatnonzero(given == "train"), val=np.flatnonzero(given == "val"))
-        else:  # a seeded share of the pool for validation
-            pool = np.flatnonzero(given != "test")
-            n_val = int(round(len(pool) * self.val_fraction))
-            order = np.random.default_rng(self.seed).permutation(len(pool))
-            out.update(train=np.sort(pool[order[n_val:]]), val=np.sort(pool[order[:n_val]]))
-        return {name: out[name] for name in ("train", "val", "test")}
+            return {"train": np.flatnonzero(given == "train"), "val": np.flatnonzero(given == "val"), "test": test}
+        pool = np.flatnonzero(given != "test")  # a seeded share of it for validation
+        n_val = int(round(len(pool) * self.val_fraction))
+        order = np.random.default_rng(self.seed).permutation(len(pool))
+        return {"train": np.sort(pool[order[n_val:]]), "val": np.sort(pool[order[:n_val]]), "test": test}
 
     def split_info(self) -> dict:
-        return {"seed": self.seed, "val_fraction": self.val_fraction, "cutoff": self.cutoff,
+        return {"seed": self.seed, "val_fraction": self.val_fraction, "cutoff": self.dataset.cutoff,
                 "labels_csv": str(self.dataset.labels_path) if self.dataset.labels_path else None}
 
 

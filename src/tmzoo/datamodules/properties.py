@@ -18,8 +18,8 @@ from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
-from tmzoo.datamodules.base import MoleculeDataModule, target_statistics
-from tmzoo.datamodules.splits import save_split
+from tmzoo.datamodules.base import MoleculeDataModule
+from tmzoo.datamodules.splits import random_split, save_split
 from tmzoo.io.featurize import apply_hydrogens
 from tmzoo.io.files import FAILURES_FILE, write_failures
 from tmzoo.io.records import file_kind, read_records
@@ -71,8 +71,8 @@ class PropertiesDataModule(MoleculeDataModule):
         self.hydrogens = hydrogens
         self.path = Path(path)
         self.kind = file_kind(self.path)
-        self.targets = [targets] if isinstance(targets, str) else [str(t) for t in targets]
-        if not self.targets:
+        self.target_names = [targets] if isinstance(targets, str) else [str(t) for t in targets]
+        if not self.target_names:
             raise ValueError("give at least one target column (--data.targets [name, ...])")
         if split not in ("random", "scaffold"):
             raise ValueError(f"split must be 'random' or 'scaffold', got {split!r}")
@@ -82,18 +82,11 @@ class PropertiesDataModule(MoleculeDataModule):
         self.split = split
         self.split_fractions = fractions
         self.seed = seed
-        units = list(target_units) if target_units is not None else [""] * len(self.targets)
-        if len(units) != len(self.targets):
-            raise ValueError(f"{len(units)} target_units for {len(self.targets)} targets")
-        self._units = units
+        self._units = list(target_units) if target_units is not None else [""] * self.num_targets
+        if len(self._units) != self.num_targets:
+            raise ValueError(f"{len(self._units)} target_units for {self.num_targets} targets")
         self.max_atoms = max_atoms
         self.failures: list[tuple[int, str, str]] = []
-        self.split_indices: dict[str, np.ndarray] = {}
-
-    # ---------------------------------------------------------------- describe
-    @property
-    def target_names(self) -> list[str]:
-        return list(self.targets)
 
     @property
     def target_units(self) -> list[str]:
@@ -103,35 +96,25 @@ class PropertiesDataModule(MoleculeDataModule):
     def has_coordinates(self) -> bool:
         return self.kind == ".sdf"
 
-    @property
-    def target_mean(self) -> list[float]:
-        return target_statistics(self._train_y())[0]
-
-    @property
-    def target_std(self) -> list[float]:
-        return target_statistics(self._train_y())[1]
-
-    def _train_y(self) -> torch.Tensor:
+    def train_targets(self) -> torch.Tensor:
         self._ensure_ready()
-        return torch.cat([d.y for d in self.splits["train"]]) if self.splits["train"] else torch.zeros(0, len(self.targets))
+        train = self.splits["train"]
+        return torch.cat([d.y for d in train]) if train else super().train_targets()
 
-    # ------------------------------------------------------------------- read
     def _read(self) -> list:
         transform = self.transform()
         graphs, self.failures, self._scaffolds = [], [], []
         for record in read_records(self.path):
             fields = _fields(record)
             if self.kind == ".csv" and record.index == 0:
-                missing = [t for t in self.targets if t not in fields]
+                missing = [t for t in self.target_names if t not in fields]
                 if missing:
                     raise ValueError(f"{self.path}: no column {missing} (columns: {list(fields)})")
             try:
                 if record.mol is None:
                     raise MoleculeError(record.error or "no molecule")
-                y = [_label(fields, t) for t in self.targets]
-                mol = apply_hydrogens(record.mol, self.hydrogens)
-                data = mol_to_data(mol, use_coordinates=True, max_atoms=self.max_atoms)
-                data = transform(data)
+                y = [_label(fields, t) for t in self.target_names]
+                data = transform(mol_to_data(apply_hydrogens(record.mol, self.hydrogens), max_atoms=self.max_atoms))
                 data.y = torch.tensor([y], dtype=torch.float32)
                 data.idx = torch.tensor([record.index])
                 graphs.append(data)
@@ -144,7 +127,7 @@ class PropertiesDataModule(MoleculeDataModule):
         if len(graphs) < 3:
             raise ValueError(f"{self.path}: {len(graphs)} usable records; at least 3 are needed to split")
         known = torch.isfinite(torch.cat([d.y for d in graphs])).any(0)
-        empty = [t for t, k in zip(self.targets, known.tolist()) if not k]
+        empty = [t for t, k in zip(self.target_names, known.tolist()) if not k]
         if empty:
             where = "column" if self.kind == ".csv" else "SD data item"
             raise ValueError(f"{self.path}: no record has a value for the {where} {empty}")
@@ -157,15 +140,9 @@ class PropertiesDataModule(MoleculeDataModule):
         if self.split == "scaffold":
             positions = scaffold_split(self._scaffolds, self.split_fractions, self.seed)
         else:
-            positions = random_fraction_split(len(graphs), self.split_fractions, self.seed)
+            positions = random_split(len(graphs), _sizes(len(graphs), self.split_fractions), self.seed)
         self.splits = {name: [graphs[i] for i in pos] for name, pos in positions.items()}
         self.splits["predict"] = self.splits["test"]
-        self.split_indices = {name: np.array([int(graphs[i].idx) for i in pos], dtype=np.int64)
-                              for name, pos in positions.items()}
-
-    # ----------------------------------------------------------------- lightning
-    def prepare_data(self) -> None:
-        pass
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_ready()
@@ -178,11 +155,11 @@ class PropertiesDataModule(MoleculeDataModule):
 
     def record_indices(self, split: str) -> np.ndarray:
         self._ensure_ready()
-        return self.split_indices[split]
+        return np.array([int(data.idx) for data in self.splits[split]], dtype=np.int64)
 
     def save_split(self, folder: str | Path, filename: str = "split.json") -> Path:
-        self._ensure_ready()
-        return save_split(Path(folder) / filename, self.split_indices, dataset=str(self.path),
+        split = {name: self.record_indices(name) for name in ("train", "val", "test")}
+        return save_split(Path(folder) / filename, split, dataset=str(self.path),
                           split_kind=self.split, seed=self.seed, fractions=self.split_fractions)
 
 
@@ -196,7 +173,7 @@ def _fields(record) -> dict[str, str]:
 
 def _label(fields: dict, name: str) -> float:
     """A label as float; empty / ``nan`` / missing is unknown (NaN); anything else is an error."""
-    text = str(fields.get(name) if fields.get(name) is not None else "").strip()
+    text = "" if fields.get(name) is None else str(fields.get(name)).strip()
     if text.lower() in ("", "nan", "na", "n/a", "none", "null"):
         return math.nan
     try:
@@ -216,19 +193,10 @@ def _scaffold(mol: Chem.Mol) -> str:
 
 
 def _sizes(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
-    val = int(round(n * fractions[1]))
-    test = int(round(n * fractions[2]))
-    if n >= 3:
-        val = max(val, 1) if fractions[1] > 0 else 0
-        test = max(test, 1) if fractions[2] > 0 else 0
+    val, test = round(n * fractions[1]), round(n * fractions[2])
+    if n >= 3:  # at least one molecule in each split asked for
+        val, test = max(val, int(fractions[1] > 0)), max(test, int(fractions[2] > 0))
     return n - val - test, val, test
-
-
-def random_fraction_split(n: int, fractions: Sequence[float], seed: int) -> dict[str, list[int]]:
-    """Seeded random train/val/test positions of ``n`` molecules."""
-    train, val, _ = _sizes(n, fractions)
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    return {"train": sorted(order[:train]), "val": sorted(order[train:train + val]), "test": sorted(order[train + val:])}
 
 
 def scaffold_split(scaffolds: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[int]]:
@@ -241,8 +209,7 @@ def scaffold_split(scaffolds: Sequence[str], fractions: Sequence[float], seed: i
     train_size, val_size, test_size = _sizes(len(scaffolds), fractions)
     big = [g for g in groups.values() if len(g) > max(val_size, test_size) / 2]
     small = [g for g in groups.values() if len(g) <= max(val_size, test_size) / 2]
-    rng = np.random.default_rng(seed)
-    small = [small[i] for i in rng.permutation(len(small))]
+    small = [small[i] for i in np.random.default_rng(seed).permutation(len(small))]
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for group in sorted(big, key=len, reverse=True) + small:
         if len(out["train"]) + len(group) <= train_size:
@@ -254,4 +221,4 @@ def scaffold_split(scaffolds: Sequence[str], fractions: Sequence[float], seed: i
     return {name: sorted(pos) for name, pos in out.items()}
 
 
-__all__ = ["PropertiesDataModule", "random_fraction_split", "scaffold_split"]
+__all__ = ["PropertiesDataModule", "scaffold_split"]

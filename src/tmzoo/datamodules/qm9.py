@@ -21,6 +21,7 @@ from torch_geometric.data import Data
 from torch_geometric.datasets.qm9 import conversion as PYG_CONVERSION
 
 from tmzoo.chem.molecule import MoleculeError, mol_to_data
+from tmzoo.datamodules.base import positions_of
 from tmzoo.datamodules.cache import FeatureCache, RecordMismatchError
 from tmzoo.datamodules.datasets import MoleculeDataset
 from tmzoo.datamodules.download import download_qm9
@@ -118,10 +119,9 @@ class QM9Dataset(MoleculeDataset):
     """QM9 as a PyG dataset: every characterised molecule with hydrogens, DFT coordinates and
     the 19 targets in PyG's column order and units (``y [1, 19]``).
 
-    ``root`` holds ``raw/`` (or is the raw folder) with :data:`QM9_FILES`, each possibly
-    gzipped; ``None`` reads the embedded 5,000-molecule demo set. ``download=True`` fetches
-    them from the URLs ``torch_geometric.datasets.QM9`` uses (SHA-256 checked, see
-    :mod:`~tmzoo.datamodules.download`). Other arguments: :class:`MoleculeDataset`.
+    ``root`` as in the module docstring; ``None`` reads the embedded 5,000-molecule demo set.
+    ``download=True`` fetches the raw files from PyG's URLs (SHA-256 checked). Other arguments:
+    :class:`MoleculeDataset`.
     """
 
     name = "qm9"
@@ -231,64 +231,47 @@ class QM9DataModule(FeaturizedDataModule):
         super().__init__(root, cache_dir, num_proc, verify_cache, batch_size, num_workers,
                          max_hops, reference_compatible, cache_pairs, batch_by_size=batch_by_size,
                          max_atoms_per_batch=max_atoms_per_batch, dense_batches=dense_batches)
-        self.targets = [targets] if isinstance(targets, str) else list(targets)
-        unknown = [t for t in self.targets if t not in QM9_TARGETS]
-        if unknown or not self.targets:
+        self.target_names = [targets] if isinstance(targets, str) else list(targets)
+        unknown = [t for t in self.target_names if t not in QM9_TARGETS]
+        if unknown or not self.target_names:
             raise ValueError(f"unknown QM9 target(s) {unknown}; choose from {QM9_TARGETS}")
         self.seed = seed
         self.sizes = tuple(split_sizes) if split_sizes is not None else None
         self.split_file = Path(split_file) if split_file is not None else None
         self.dataset = QM9Dataset(root, download=download, **self.dataset_options())
 
-    # ----------------------------------------------------------------- describe
-    @property
-    def target_names(self) -> list[str]:
-        return list(self.targets)
-
     @property
     def target_units(self) -> list[str]:
-        return [QM9_UNITS[t] for t in self.targets]
-
-    @property
-    def has_coordinates(self) -> bool:
-        return True
+        return [QM9_UNITS[t] for t in self.target_names]
 
     def target_columns(self) -> list[int]:
-        return [QM9_TARGETS.index(t) for t in self.targets]
+        return [QM9_TARGETS.index(t) for t in self.target_names]
 
-    # ------------------------------------------------------------------- splits
     def split_positions(self, cache: FeatureCache) -> dict[str, np.ndarray]:
-        n = len(cache)
-        if self.split_file is not None:
-            return self._positions_from_file(cache)
-        sizes = self.sizes or split_sizes(n)
-        positions = random_split(n, sizes, self.seed)
-        record = np.asarray(cache.store.column("idx")).reshape(-1)
+        records = self.dataset.record_indices()
+        if self.split_file is not None:  # record indices -> cache positions
+            out = {}
+            for name, indices in load_split(self.split_file).items():
+                out[name] = positions_of(records, indices)
+                missing = indices[out[name] < 0]
+                if len(missing):
+                    raise ValueError(
+                        f"split file {self.split_file}: {name} record {missing[0]} is not in the "
+                        f"cache ({len(missing)} missing; skipped or failed molecules?)"
+                    )
+            return out
+        sizes = self.sizes or split_sizes(len(cache))
+        positions = random_split(len(cache), sizes, self.seed)
         path = cache.folder / "splits" / f"seed-{self.seed}-{'-'.join(map(str, sizes))}.json"
-        if path.is_file():  # saved by an earlier run: a cache may be shared read-only
-            return positions
-        try:
-            save_split(path, {k: record[v] for k, v in positions.items()}, seed=self.seed)
-        except OSError as err:  # a cache shared read-only: the split is still reproducible
-            log.info("cannot save the split to %s: %s", path, err)
+        if not path.is_file():  # else saved by an earlier run: a cache may be shared read-only
+            try:
+                save_split(path, {k: records[v] for k, v in positions.items()}, seed=self.seed)
+            except OSError as err:  # a cache shared read-only: the split is still reproducible
+                log.info("cannot save the split to %s: %s", path, err)
         return positions
 
-    def _positions_from_file(self, cache: FeatureCache) -> dict[str, np.ndarray]:
-        record = np.asarray(cache.store.column("idx")).reshape(-1)
-        position_of = {int(r): p for p, r in enumerate(record)}
-        out = {}
-        for name, indices in load_split(self.split_file).items():
-            missing = [int(i) for i in indices if int(i) not in position_of]
-            if missing:
-                raise ValueError(
-                    f"split file {self.split_file}: {name} record {missing[0]} is not in the "
-                    f"cache ({len(missing)} missing; skipped or failed molecules?)"
-                )
-            out[name] = np.asarray([position_of[int(i)] for i in indices], dtype=np.int64)
-        return out
-
     def split_info(self) -> dict:
-        return {"seed": self.seed, "targets": self.targets}
+        return {"seed": self.seed, "targets": self.target_names}
 
     @property
     def skipped(self) -> int:

@@ -5,16 +5,7 @@ SDF records are handed to worker processes as text and parsed there with
 A block whose ``error`` is set (no ``$$$$`` after it, or too large) is a failed record.
 """
 
-from tmzoo.io.files import find_file, is_gzip, open_text
-from tmzoo.io.records import SdfBlock, block_heavy_formula, block_name, count_sdf_records, iter_sdf_blocks
+from tmzoo.io.files import find_file, open_text
+from tmzoo.io.records import block_heavy_formula, block_name, count_sdf_records, iter_sdf_blocks
 
-__all__ = [
-    "SdfBlock",
-    "find_file",
-    "is_gzip",
-    "open_text",
-    "iter_sdf_blocks",
-    "count_sdf_records",
-    "block_name",
-    "block_heavy_formula",
-]
+__all__ = ["find_file", "open_text", "iter_sdf_blocks", "count_sdf_records", "block_name", "block_heavy_formula"]

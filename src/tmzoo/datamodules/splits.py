@@ -93,12 +93,8 @@ def random_split(n: int, sizes, seed: int) -> dict[str, np.ndarray]:
     if sum(sizes) != n:
         raise ValueError(f"split sizes {sizes} do not add up to the {n} molecules")
     order = np.random.default_rng(seed).permutation(n)
-    train, val = sizes[0], sizes[0] + sizes[1]
-    return {
-        "train": np.sort(order[:train]),
-        "val": np.sort(order[train:val]),
-        "test": np.sort(order[val:]),
-    }
+    parts = np.split(order, np.cumsum(sizes[:2]))
+    return {name: np.sort(part) for name, part in zip(("train", "val", "test"), parts)}
 
 
 def save_split(path: Path, split: dict[str, Sequence[int]], **info) -> Path:
@@ -106,12 +102,10 @@ def save_split(path: Path, split: dict[str, Sequence[int]], **info) -> Path:
 
     The lists hold record indices in the source file (``data.idx``), not cache positions.
     """
-    path = Path(path)
-    payload = dict(info)
-    payload.update({name: [int(i) for i in idx] for name, idx in split.items()})
+    payload = {**info, **{name: [int(i) for i in idx] for name, idx in split.items()}}
     with atomic_write(path) as handle:
         handle.write(json.dumps(payload))
-    return path
+    return Path(path)
 
 
 def load_split(path: Path) -> dict[str, np.ndarray]:

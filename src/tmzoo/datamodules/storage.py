@@ -38,9 +38,7 @@ COMPACT_DTYPES = {
 def _compact(name: str, rows: np.ndarray) -> np.ndarray:
     """``rows`` in the narrower dtype of :data:`COMPACT_DTYPES`; refuses values that do not fit."""
     narrow = np.dtype(COMPACT_DTYPES[name])
-    if narrow == rows.dtype or rows.size == 0:
-        return rows.astype(narrow, copy=False)
-    if narrow.kind in "iu":
+    if rows.size and rows.dtype != narrow:
         info = np.iinfo(narrow)
         low, high = rows.min(), rows.max()
         if low < info.min or high > info.max:
@@ -48,7 +46,7 @@ def _compact(name: str, rows: np.ndarray) -> np.ndarray:
                 f"attribute {name!r} holds values {low}..{high}, outside the {narrow} the cache "
                 f"stores it in ({info.min}..{info.max})"
             )
-    return rows.astype(narrow)
+    return rows.astype(narrow, copy=False)
 
 
 def encode(data: Data) -> dict[str, tuple[dict, np.ndarray]]:
@@ -88,12 +86,16 @@ class GraphWriter:
         self.folder = Path(folder)
         self.count = 0
         self.layout: dict[str, dict] = {}
-        self._files: dict[str, list] = {}  # name -> [(data, offsets) handles, rows, hashers]
+        self._rows: dict[str, int] = {}  # attribute -> rows written
+        self._files: dict[str, tuple] = {}  # file name -> (handle, BLAKE2b hasher)
 
     def append(self, encoded: dict[str, tuple[dict, np.ndarray]]) -> None:
         if self.count == 0:
             for name, (spec, _) in encoded.items():
-                self._open(name, spec)
+                self.layout[name], self._rows[name] = spec, 0
+                for file in (f"{name}.bin", f"{name}.off"):
+                    self._files[file] = (open(self.folder / file, "wb"), hashlib.blake2b(digest_size=16))
+                self._write(f"{name}.off", np.int64(0))
         elif set(encoded) != set(self.layout):
             raise ValueError(
                 f"molecule {self.count} has attributes {sorted(encoded)}, "
@@ -107,38 +109,29 @@ class GraphWriter:
                     f"[*, {spec['shape']}], the store expects {expected['dtype']}"
                     f"[*, {expected['shape']}]"
                 )
-            entry = self._files[name]
-            entry[1] += len(rows)
-            self._put(name, 0, rows.tobytes())
-            self._put(name, 1, np.asarray([entry[1]], dtype=np.int64).tobytes())
+            self._rows[name] += len(rows)
+            self._write(f"{name}.bin", rows)
+            self._write(f"{name}.off", np.int64(self._rows[name]))
         self.count += 1
 
-    def _open(self, name: str, spec: dict) -> None:
-        self.layout[name] = spec
-        handles = (open(self.folder / f"{name}.bin", "wb"), open(self.folder / f"{name}.off", "wb"))
-        hashers = (hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16))
-        self._files[name] = [handles, 0, hashers]
-        self._put(name, 1, np.zeros(1, dtype=np.int64).tobytes())
-
-    def _put(self, name: str, which: int, raw: bytes) -> None:
-        handles, _, hashers = self._files[name]
-        handles[which].write(raw)
-        hashers[which].update(raw)
+    def _write(self, file: str, values: np.ndarray | np.int64) -> None:
+        handle, hasher = self._files[file]
+        raw = values.tobytes()
+        handle.write(raw)
+        hasher.update(raw)
 
     def close(self) -> dict[str, dict]:
         """Closes the files; returns ``{file name: {"size", "blake2b"}}``."""
         files = {}
-        for handles, _, hashers in self._files.values():
-            for handle, hasher in zip(handles, hashers):
-                handle.close()
-                path = Path(handle.name)
-                files[path.name] = {"size": path.stat().st_size, "blake2b": hasher.hexdigest()}
+        for file, (handle, hasher) in self._files.items():
+            files[file] = {"size": handle.tell(), "blake2b": hasher.hexdigest()}
+            handle.close()
         return files
 
 
-def file_checksum(path: Path) -> str:
-    """BLAKE2b (16 bytes) of a file, read in blocks."""
-    hasher = hashlib.blake2b(digest_size=16)
+def file_checksum(path: Path, algorithm: str = "blake2b") -> str:
+    """Hex digest of a file, read in blocks: BLAKE2b (16 bytes), or e.g. ``"sha256"``."""
+    hasher = hashlib.blake2b(digest_size=16) if algorithm == "blake2b" else hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             hasher.update(block)
@@ -158,44 +151,37 @@ class GraphStore(Dataset):
         return self.count
 
     def __getstate__(self):  # memory maps are reopened in the receiving process
-        state = dict(self.__dict__)
-        state["_maps"] = None
-        return state
+        return {**self.__dict__, "_maps": None}
 
-    def _open(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        maps = {}
-        for name, spec in self.layout.items():
-            offsets = np.memmap(self.folder / f"{name}.off", dtype=np.int64, mode="r")
-            rows = int(offsets[-1])
-            if rows == 0:
-                values = np.empty([0, *spec["shape"]], dtype=spec["dtype"])
-            else:
-                values = np.memmap(self.folder / f"{name}.bin", dtype=spec["dtype"], mode="r",
-                                   shape=(rows, *spec["shape"]))
-            maps[name] = (values, offsets)
-        return maps
+    @property
+    def maps(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{attribute: (rows, offsets)}``, memory-mapped (an empty file cannot be mapped)."""
+        if self._maps is None:
+            maps = {}
+            for name, spec in self.layout.items():
+                offsets = np.memmap(self.folder / f"{name}.off", dtype=np.int64, mode="r")
+                shape = (int(offsets[-1]), *spec["shape"])
+                values = (np.memmap(self.folder / f"{name}.bin", dtype=spec["dtype"], mode="r", shape=shape)
+                          if shape[0] else np.empty(shape, dtype=spec["dtype"]))
+                maps[name] = (values, offsets)
+            self._maps = maps
+        return self._maps
 
     def column(self, name: str) -> np.ndarray:
         """All rows of one attribute concatenated (e.g. ``y`` of every molecule), as stored."""
-        if self._maps is None:
-            self._maps = self._open()
-        return self._maps[name][0]
+        return self.maps[name][0]
 
     def num_nodes_per_item(self) -> np.ndarray:
         """Atoms of every molecule (``int64 [count]``), from the offsets of ``x`` (no decoding)."""
-        if self._maps is None:
-            self._maps = self._open()
-        return np.diff(np.asarray(self._maps["x"][1]))
+        return np.diff(np.asarray(self.maps["x"][1]))
 
     def __getitem__(self, index: int) -> Data:
-        if self._maps is None:
-            self._maps = self._open()
         if not -self.count <= index < self.count:
             raise IndexError(f"molecule {index} out of range (store holds {self.count})")
         index = int(index) % self.count
         values = {}
         for name, spec in self.layout.items():
-            array, offsets = self._maps[name]
+            array, offsets = self.maps[name]
             rows = array[offsets[index]: offsets[index + 1]]
             if spec["kind"] == _STRING:
                 values[name] = bytes(rows).decode("utf-8")

@@ -44,10 +44,7 @@ def is_gzip(path: str | Path) -> bool:
 
 def find_file(folder: str | Path, name: str) -> Path | None:
     """``folder/name`` or ``folder/name.gz``, whichever exists."""
-    for candidate in (Path(folder) / name, Path(folder) / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((c for c in (Path(folder) / name, Path(folder) / f"{name}.gz") if c.is_file()), None)
 
 
 class _Gunzip(io.RawIOBase):

@@ -23,6 +23,7 @@ of such a block is an error record, so a missing ``$$$$`` never merges or drops 
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from rdkit import Chem
 
-from tmzoo.chem.molecule import MoleculeError, mol_from_smiles
+from tmzoo.chem.molecule import MoleculeError, hill_formula, mol_from_smiles
 from tmzoo.io.files import DamagedInputError, open_binary
 
 SUPPORTED = (".sdf", ".smi", ".csv")
@@ -39,6 +40,7 @@ MAX_FIELD_CHARS = 100_000  # a SMILES or CSV field
 _CHUNK = 1 << 20
 _OVERSIZED = "\ue000oversized line\ue000"  # stands in for a line over the bound in the CSV stream
 _WHITESPACE = re.compile(r"\s")
+_MOL_END = re.compile(r"^M  END", re.MULTILINE)  # the molfile's end: SD data items follow
 
 
 @dataclass
@@ -68,9 +70,6 @@ class SdfBlock(str):
         block.error, block.line = error, line
         return block
 
-    def __reduce__(self):
-        return SdfBlock, (str(self), self.error, self.line)
-
 
 class _Frame(NamedTuple):
     data: bytes
@@ -81,9 +80,7 @@ class _Frame(NamedTuple):
 def file_kind(path: str | Path) -> str:
     """``.sdf``, ``.smi`` or ``.csv`` (a trailing ``.gz`` is allowed); ValueError otherwise."""
     path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
+    suffixes = Path(path.name.lower().removesuffix(".gz")).suffixes
     kind = suffixes[-1] if suffixes else ""
     if kind not in SUPPORTED:
         raise ValueError(f"{path}: unsupported input type {kind or '(none)'!r}; use one of {', '.join(SUPPORTED)}")
@@ -148,9 +145,7 @@ def _split_molecules(data: bytes, line: int) -> Iterator[_Frame]:
         yield _Frame(data, line)
         return
     lines = data.split(b"\n")
-    offsets = [0]
-    for text in lines:
-        offsets.append(offsets[-1] + len(text) + 1)
+    offsets = [0, *itertools.accumulate(len(text) + 1 for text in lines)]
     starts = [0]
     for number, text in enumerate(lines):
         if number - 3 >= starts[-1] + 4 and _is_counts_line(text):
@@ -194,7 +189,8 @@ def _sdf_frames(stream: BinaryIO, limit: int) -> Iterator[_Frame]:
                     oversized = (_title(buf, pos, limit), line)
                 line_after = line + buf.count(b"\n", pos, stop)
                 if oversized:
-                    yield _Frame(oversized[0], oversized[1], _oversized_error(limit, oversized[1], line_after))
+                    error = f"SDF record over {limit:,} bytes (lines {oversized[1]}-{line_after}); not read"
+                    yield _Frame(*oversized, error)
                     oversized = None
                 elif not eof or buf[pos:].strip():  # (at the end: a last record without its $$$$)
                     yield from _split_molecules(buf[pos:stop], line)
@@ -220,22 +216,14 @@ def _title(buf: bytes, pos: int, limit: int) -> bytes:
     return buf[pos: end if end >= 0 else pos + size]
 
 
-def _oversized_error(limit: int, first: int, last: int) -> str:
-    return f"SDF record over {limit:,} bytes (lines {first}-{last}); not read"
-
-
 def _block(frame: _Frame) -> SdfBlock:
-    text = _decode(frame.data, frame.line == 1)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    return SdfBlock(text, frame.error, frame.line)
+    return SdfBlock(_decode(frame.data, frame.line == 1).replace("\r\n", "\n"), frame.error, frame.line)
 
 
 def iter_sdf_blocks(path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[SdfBlock]:
     """The records of an SDF file (gzipped or not) as :class:`SdfBlock` texts, in file order."""
     with open_binary(path) as stream:
-        for frame in _sdf_frames(stream, max_record_bytes):
-            yield _block(frame)
+        yield from map(_block, _sdf_frames(stream, max_record_bytes))
 
 
 def count_sdf_records(path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES) -> int:
@@ -254,27 +242,19 @@ def block_heavy_formula(block: str) -> str:
     lines = block.split("\n")
     if len(lines) < 4 or "V3000" in lines[3]:
         raise ValueError("not a V2000 molfile record")
-    n_atoms = int(lines[3][:3])
-    counts: dict[str, int] = {}
-    for line in lines[4: 4 + n_atoms]:
-        symbol = line[31:34].strip()
-        if symbol not in ("H", "D", "T"):
-            counts[symbol] = counts.get(symbol, 0) + 1
-    order = sorted(counts, key=lambda s: (s != "C", s))
-    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+    symbols = (line[31:34].strip() for line in lines[4: 4 + int(lines[3][:3])])
+    return hill_formula(symbol for symbol in symbols if symbol not in ("H", "D", "T"))
 
 
 # --------------------------------------------------------------------------- records
 def sd_fields(block: str) -> dict[str, str]:
     """The data items of an SDF record (``> <name>`` then value lines up to a blank line)."""
-    end = block.find("M  END")
-    while end > 0 and block[end - 1] != "\n":
-        end = block.find("M  END", end + 1)
-    if end < 0:
+    end = _MOL_END.search(block)
+    if end is None:
         return {}
     items: dict[str, str] = {}
     name, value = None, []
-    for line in block[end:].split("\n")[1:]:
+    for line in block[end.start():].split("\n")[1:]:
         if name is None:
             if line.startswith(">"):
                 opened, closed = line.find("<"), line.rfind(">")
@@ -333,12 +313,6 @@ def _smiles_record(index: int, name: str, smiles: str, max_field_chars: int) -> 
         return Record(index, name, None, "" if len(smiles) > max_field_chars else smiles, str(err))
 
 
-def _read_sdf(stream: BinaryIO, limit: int, select: Callable[[int], bool]) -> Iterator[Record]:
-    for index, frame in enumerate(_sdf_frames(stream, limit)):
-        if select(index):
-            yield _sdf_record(index, _block(frame))
-
-
 def _read_smi(
     stream: BinaryIO, limit: int, max_field_chars: int, select: Callable[[int], bool]
 ) -> Iterator[Record]:
@@ -371,12 +345,6 @@ def _read_smi(
         index += 1
 
 
-def _raise_csv_field_limit(size: int) -> None:
-    """Let the csv module read fields of ``size`` characters (never lowering the limit)."""
-    if csv.field_size_limit() < size:
-        csv.field_size_limit(min(size, 2**31 - 1))
-
-
 def _read_csv(
     stream: BinaryIO, path: Path, limit: int, max_field_chars: int, select: Callable[[int], bool]
 ) -> Iterator[Record]:
@@ -397,7 +365,8 @@ def _read_csv(
                     "(an unclosed quote?); the records after it cannot be read")
             yield (_OVERSIZED if raw is None else _decode(raw, fed["line"] == 1)) + "\n"
 
-    _raise_csv_field_limit(limit + 1)
+    if csv.field_size_limit() <= limit:  # let the csv module read fields of limit + 1 characters
+        csv.field_size_limit(min(limit + 1, 2**31 - 1))
     reader = csv.reader(lines())
     try:
         header = next(reader, None)
@@ -443,13 +412,13 @@ def _read_csv(
 
 
 def _csv_row_problem(row: list[str], header: list[str], smiles: str, max_field_chars: int, limit: int) -> str:
-    for position, field in enumerate(row):
+    for position, value in enumerate(row):
         column = repr(header[position]) if position < len(header) else f"#{position + 1}"
-        if _OVERSIZED in field:
+        if _OVERSIZED in value:
             return f"a line over {limit:,} bytes"
-        if len(field) > max_field_chars:
-            return f"field {column} of {len(field):,} characters exceeds the limit of {max_field_chars:,}"
-        if "\n" in field or "\r" in field:
+        if len(value) > max_field_chars:
+            return f"field {column} of {len(value):,} characters exceeds the limit of {max_field_chars:,}"
+        if "\n" in value or "\r" in value:
             return f"field {column} holds a line break (an unclosed quote?)"
     if _WHITESPACE.search(smiles):
         return f"SMILES {_shorten(smiles)} contains whitespace"
@@ -475,26 +444,21 @@ def read_records(
     kind = file_kind(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
-    select = select or _every
+    select = select or (lambda index: True)
     with open_binary(path) as stream:
         if kind == ".sdf":
-            yield from _read_sdf(stream, max_record_bytes, select)
+            frames = enumerate(_sdf_frames(stream, max_record_bytes))
+            yield from (_sdf_record(index, _block(frame)) for index, frame in frames if select(index))
         elif kind == ".smi":
             yield from _read_smi(stream, max_record_bytes, max_field_chars, select)
         else:
             yield from _read_csv(stream, path, max_record_bytes, max_field_chars, select)
 
 
-def _every(index: int) -> bool:
-    return True
-
-
 def count_records(
     path: str | Path, *, max_field_chars: int = MAX_FIELD_CHARS, max_record_bytes: int = MAX_RECORD_BYTES
 ) -> int:
     """How many records :func:`read_records` yields for ``path`` (framed, not parsed)."""
-    if file_kind(path) == ".sdf":
-        return count_sdf_records(path, max_record_bytes)
     seen = 0
 
     def select(index: int) -> bool:
@@ -508,16 +472,6 @@ def count_records(
 
 
 __all__ = [
-    "MAX_FIELD_CHARS",
-    "MAX_RECORD_BYTES",
-    "Record",
-    "SdfBlock",
-    "block_heavy_formula",
-    "block_name",
-    "count_records",
-    "count_sdf_records",
-    "file_kind",
-    "iter_sdf_blocks",
-    "read_records",
-    "sd_fields",
+    "MAX_FIELD_CHARS", "MAX_RECORD_BYTES", "Record", "SdfBlock", "block_heavy_formula", "block_name", "count_records",
+    "count_sdf_records", "file_kind", "iter_sdf_blocks", "read_records", "sd_fields",
 ]

@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tqdm import tqdm
 
-from tmzoo.data.stream import count_records
 from tmzoo.io.files import DamagedInputError, atomic_write, check_output
+from tmzoo.io.records import count_records
 
 FIRST_COLUMNS = ("index", "name", "smiles", "mode", "prediction")
 MAX_FAILED_INDICES = 100
@@ -46,6 +46,14 @@ def settings_path(output: str | Path) -> Path:
     """What the rows of ``<output>.partial`` were computed with (model, input, settings), for ``resume``."""
     partial = partial_path(output)
     return partial.with_name(partial.name + ".json")
+
+
+def progress_total(path: str | Path) -> int | None:
+    """Records of ``path`` (:func:`~tmzoo.io.records.count_records`), ``None`` when it cannot be read."""
+    try:
+        return count_records(path)
+    except (OSError, ValueError):
+        return None
 
 
 def model_digest(module: torch.nn.Module) -> str:
@@ -147,7 +155,7 @@ class PredictionWriter(BasePredictionWriter):
             if self._earlier:
                 self.summary.update({k: self._earlier[k] for k in ("predicted", "failed", "failed_indices")})
         if self.progress:
-            total = count_records(source) if source is not None else None
+            total = progress_total(source) if source is not None else None
             # a log file (not a terminal) gets a line every 30 s, not ten a second for the whole run
             self._bar = tqdm(total=total, initial=self.summary["resumed_at"], desc="predicting", unit="mol",
                              dynamic_ncols=True, file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30)
