@@ -23,13 +23,12 @@ from tmzoo.cli.infer import run_inference
 from tmzoo.cli.main import main
 from tmzoo.data import stream
 from tmzoo.data.stream import RecordStream
-from tmzoo.tasks.writer import progress_total
 from tmzoo.datamodules.files import FilesDataModule
 from tmzoo.io import featurize
 from tmzoo.io.featurize import RecordFeaturizer, record_mode
 from tmzoo.io.records import Record
 from tmzoo.models import GraphRegressionHead, TransformerM
-from tmzoo.tasks.writer import PredictionWriter, partial_path
+from tmzoo.tasks.writer import PredictionWriter, partial_path, progress_total
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -334,3 +333,24 @@ def test_ranks_share_the_chunks_without_overlap(tmp_path):
     assert sorted(ranks[0] + ranks[1]) == list(range(23))
     resumed = [row[0] for chunk in RecordStream(smi, featurizer, 3, start=12) for row in chunk.rows]
     assert resumed == list(range(12, 23))
+
+
+@pytest.mark.parametrize("count, chunk, start, world", [(23, 3, 0, 1), (23, 3, 12, 1), (23, 3, 0, 2), (24, 4, 8, 3), (5, 8, 0, 2), (6, 3, 6, 1)])
+def test_a_counted_stream_has_the_length_of_its_chunks(tmp_path, count, chunk, start, world):
+    """With the record count known the stream's length is the number of chunks each rank yields
+    (Lightning then does not wait for a second chunk before predicting the first)."""
+    smi = smiles_file(tmp_path / "in.smi", count)
+    for rank in range(world):
+        chunks = RecordStream(smi, RecordFeaturizer(), chunk, start=start, rank=rank, world_size=world, total=count)
+        assert len(chunks) == max(len(list(chunks)), 1)  # 1 for none: Lightning would skip the writer's end
+    data = FilesDataModule(str(smi), batch_size=chunk, chunk_size=chunk)
+    data.setup("predict")
+    assert data.num_records == count and len(data.predict_dataloader()) == -(-count // chunk)
+    with pytest.raises(TypeError):
+        len(RecordStream(smi, RecordFeaturizer(), chunk))
+
+
+def test_a_file_that_grows_while_read_is_an_error_not_a_silent_cut(tmp_path):
+    smi = smiles_file(tmp_path / "in.smi", 10)
+    with pytest.raises(ValueError, match="changed while it was read: it held 7 records"):
+        list(RecordStream(smi, RecordFeaturizer(), 3, total=7))

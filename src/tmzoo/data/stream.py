@@ -13,7 +13,9 @@ predictions back in input order.
 
 A damaged compressed input ends the stream: the chunk holding the damage carries its readable
 records and ``input_error`` (the message); no chunk follows it. Memory is bounded by the
-chunk size and the loader's prefetch, whatever the file size.
+chunk size and the loader's prefetch, whatever the file size. Given the file's record count,
+the stream has a length (its chunks): Lightning then starts on the first chunk instead of
+waiting for a second one to learn whether the first is the last.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class RecordStream(IterableDataset):
         max_pairs: most padded atom pairs ``B·N_max²`` in a model batch (a larger molecule gets
             a batch of its own), so that memory stays bounded whatever the molecules.
         collate: featurised molecules -> model batch (default: a PyG ``Batch``).
+        total: the file's record count (:func:`~tmzoo.io.records.count_records`), if known: the
+            stream's length; a record beyond it (the file grew while read) is an error.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class RecordStream(IterableDataset):
         batch_size: int | None = None,
         max_pairs: int | None = None,
         collate: Callable[[list[Data]], Any] = Batch.from_data_list,
+        total: int | None = None,
     ):
         super().__init__()
         if chunk_size < 1 or (batch_size is not None and batch_size < 1):
@@ -111,6 +116,15 @@ class RecordStream(IterableDataset):
         self.batch_size = int(batch_size or chunk_size)
         self.max_pairs = max_pairs
         self.collate = collate
+        self.total = total
+
+    def __len__(self) -> int:
+        """This rank's chunks, at least 1: Lightning skips a loader of length 0, the writer's end
+        included (``TypeError`` when the record count is unknown: no length)."""
+        if self.total is None:
+            raise TypeError("the record count of this stream is unknown")
+        first, end = self.start // self.chunk_size, -(-self.total // self.chunk_size)
+        return max(len(range(self.rank, max(end - first, 0), self.world_size)), 1)
 
     def __iter__(self) -> Iterator[Chunk]:
         info = get_worker_info()
@@ -127,6 +141,8 @@ class RecordStream(IterableDataset):
         def select(index: int) -> bool:  # only this shard's records are parsed
             nonlocal framed
             framed = index
+            if self.total is not None and index >= self.total:  # its chunks would not be read
+                raise ValueError(f"{self.path} changed while it was read: it held {self.total} records at the start")
             return mine(index)
 
         chunk_id, records = None, []

@@ -17,7 +17,7 @@ from tmzoo.data.stream import RecordStream, pass_through
 from tmzoo.datamodules.base import TRANSFORM_ARGS, MoleculeDataModule
 from tmzoo.io.featurize import RecordFeaturizer, wants_hydrogens
 from tmzoo.io.files import DamagedInputError
-from tmzoo.io.records import file_kind, read_records
+from tmzoo.io.records import count_records, file_kind, read_records
 from tmzoo.modes import MODES
 
 #: padded atom pairs a batch may hold per molecule of ``batch_size`` (32 atoms each)
@@ -88,6 +88,7 @@ class FilesDataModule(MoleculeDataModule):
         self.model_has_3d = model_has_3d
         self.model_has_2d = model_has_2d
         self.start_index = 0  # first record streamed; set by PredictionWriter(resume=True)
+        self.num_records: int | None = None  # counted by setup
         self.checkpoint = checkpoint
         self._applied_checkpoint = None
         if checkpoint is not None:
@@ -134,12 +135,14 @@ class FilesDataModule(MoleculeDataModule):
                 "batch_size": self.batch_size, "chunk_size": self.chunk_size, "featurizer": dataclasses.asdict(self.featurizer())}
 
     def setup(self, stage: str | None = None) -> None:
-        """Check the file itself (exists, known type, CSV header) before any worker starts."""
+        """Check the file itself (exists, known type, CSV header) before any worker starts, and
+        count its records (``num_records``; ``None`` for a damaged compressed file)."""
         try:
             with contextlib.closing(read_records(self.path, select=lambda index: index == 0)) as records:
                 next(records, None)
+            self.num_records = count_records(self.path)
         except DamagedInputError:
-            pass  # reported by the stream, after the rows it can read
+            self.num_records = None  # reported by the stream, after the rows it can read
 
     def _apply_restored_checkpoint(self, trainer) -> None:
         """The featurisation recorded in the checkpoint ``trainer`` restored the model from
@@ -164,10 +167,12 @@ class FilesDataModule(MoleculeDataModule):
         return RecordStream(
             self.path, self.featurizer(), self.chunk_size, self.start_index, rank, world, batch_size=self.batch_size,
             max_pairs=self.batch_size * PAIRS_PER_MOLECULE,
-            collate=DenseCollater() if self.dense_batches else Batch.from_data_list,
+            collate=DenseCollater() if self.dense_batches else Batch.from_data_list, total=self.num_records,
         )
 
     def predict_dataloader(self) -> DataLoader:
+        # Lightning's caution about an IterableDataset's length: each worker reads its own chunks
+        warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
         return DataLoader(
             self.stream(),
             batch_size=None,

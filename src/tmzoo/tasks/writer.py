@@ -155,7 +155,7 @@ class PredictionWriter(BasePredictionWriter):
             if self._earlier:
                 self.summary.update({k: self._earlier[k] for k in ("predicted", "failed", "failed_indices")})
         if self.progress:
-            total = progress_total(source) if source is not None else None
+            total = getattr(datamodule, "num_records", None) or (progress_total(source) if source is not None else None)
             # a log file (not a terminal) gets a line every 30 s, not ten a second for the whole run
             self._bar = tqdm(total=total, initial=self.summary["resumed_at"], desc="predicting", unit="mol",
                              dynamic_ncols=True, file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30)
