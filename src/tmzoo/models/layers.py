@@ -113,7 +113,7 @@ class BiasedSelfAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         q, k, v = (y.reshape(b * h, -1, d) for y in self._qkv(x, tq))
         logits = torch.baddbmm(bias.to(q.dtype).reshape(b * h, tq, t), q, k.transpose(1, 2), alpha=d**-0.5)
-        probs = dropout(torch.softmax(logits.float(), dim=-1).to(q.dtype), p)
+        probs = dropout(torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype), p)
         out = torch.bmm(probs, v).view(b, h, tq, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, tq, c))
 
