@@ -225,3 +225,19 @@ def test_graph_only_last_layer_gives_the_full_graph_token(modes):
         encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
         torch.testing.assert_close(task(batch), task.gap_head(encoder(batch)), rtol=1e-6, atol=1e-6)
     assert calls[0] == {"graph_only": True}
+
+
+def test_heads_that_read_atoms_get_every_token():
+    """A gap head pooling the atoms (``readout="mean"``) is not given a graph-token-only output,
+    and such an output refuses ``atoms`` instead of handing over an empty tensor."""
+    from functools import partial
+
+    from tmzoo.tasks import Pretraining
+
+    encoder, _ = make_model(num_layers=2)
+    task = Pretraining(encoder=encoder, gap_head=partial(GraphRegressionHead, num_targets=1, readout="mean")).eval()
+    batch = Batch.from_data_list(CASES["mixed_coordinates"]())
+    with torch.no_grad():
+        torch.testing.assert_close(task(batch), task.gap_head(encoder(batch)), rtol=1e-6, atol=1e-6)
+        with pytest.raises(ValueError, match="graph token only"):
+            encoder(batch, graph_only=True).atoms

@@ -335,7 +335,9 @@ def test_ranks_share_the_chunks_without_overlap(tmp_path):
     assert resumed == list(range(12, 23))
 
 
-@pytest.mark.parametrize("count, chunk, start, world", [(23, 3, 0, 1), (23, 3, 12, 1), (23, 3, 0, 2), (24, 4, 8, 3), (5, 8, 0, 2), (6, 3, 6, 1)])
+@pytest.mark.parametrize(
+    "count, chunk, start, world", [(23, 3, 0, 1), (23, 3, 12, 1), (23, 3, 0, 2), (24, 4, 8, 3), (5, 8, 0, 2), (6, 3, 6, 1)]
+)
 def test_a_counted_stream_has_the_length_of_its_chunks(tmp_path, count, chunk, start, world):
     """With the record count known the stream's length is the number of chunks each rank yields
     (Lightning then does not wait for a second chunk before predicting the first)."""

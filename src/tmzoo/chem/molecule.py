@@ -14,9 +14,6 @@ import starts a network version check.
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Iterable
-
 import numpy as np
 import torch
 from rdkit import Chem, RDLogger
@@ -65,14 +62,12 @@ def mol_from_smiles(smiles: str) -> Chem.Mol:
 
 
 # --------------------------------------------------------------------- feature tables
-def _enum_lookup(enum, key: str, fallback: int | None = None) -> np.ndarray:
-    """``table[int(value)]``: the index of an RDKit enum value's name in the OGB vocabulary ``key``.
+def _enum_lookup(enum, vocabulary: list, fallback: int) -> np.ndarray:
+    """``table[int(value)]``: the index of an RDKit enum value's name in an OGB vocabulary.
 
-    Names outside the vocabulary get ``fallback`` (default: its "misc" index), and so does the
-    table's extra last entry, which ``take(..., mode="clip")`` gives values newer than this RDKit.
+    Names outside the vocabulary get ``fallback``, and so does the table's extra last entry,
+    which ``take(..., mode="clip")`` gives values newer than this RDKit.
     """
-    vocabulary = OGB_ALLOWABLE_FEATURES[key]
-    fallback = len(vocabulary) - 1 if fallback is None else fallback
     names = {int(value): str(value) for value in enum.values.values()}
     table = np.full(max(names) + 2, fallback, dtype=np.int64)
     for code, name in names.items():
@@ -81,13 +76,23 @@ def _enum_lookup(enum, key: str, fallback: int | None = None) -> np.ndarray:
     return table
 
 
-_CHIRALITY = _enum_lookup(Chem.ChiralType, "possible_chirality_list")
-_HYBRIDIZATION = _enum_lookup(Chem.HybridizationType, "possible_hybridization_list")
-_BOND_TYPE = _enum_lookup(Chem.BondType, "possible_bond_type_list")
+def _misc(key: str) -> int:
+    return len(OGB_ALLOWABLE_FEATURES[key]) - 1
+
+
+_CHIRALITY = _enum_lookup(
+    Chem.ChiralType, OGB_ALLOWABLE_FEATURES["possible_chirality_list"], _misc("possible_chirality_list")
+)
+_HYBRIDIZATION = _enum_lookup(
+    Chem.HybridizationType, OGB_ALLOWABLE_FEATURES["possible_hybridization_list"], _misc("possible_hybridization_list")
+)
+_BOND_TYPE = _enum_lookup(
+    Chem.BondType, OGB_ALLOWABLE_FEATURES["possible_bond_type_list"], _misc("possible_bond_type_list")
+)
 # OGB has no entry (its list.index raises) for stereo values newer than its vocabulary, such as
 # the atropisomers (STEREOATROPCW/CCW) RDKit >= 2024.03 perceives from CXSMILES wedges; the RDKit
 # the reference used reported no stereo on those bonds, so they count as STEREONONE
-_BOND_STEREO = _enum_lookup(Chem.BondStereo, "possible_bond_stereo_list", 0)
+_BOND_STEREO = _enum_lookup(Chem.BondStereo, OGB_ALLOWABLE_FEATURES["possible_bond_stereo_list"], 0)
 
 # atom columns in OGB's order: the RDKit getter, then ``raw + offset``, kept when in
 # ``0..high``, else the column's "misc" index (chirality and hybridization go through a table first)
@@ -179,18 +184,17 @@ def smiles_to_data(smiles: str, **kwargs) -> Data:
     return mol_to_data(mol_from_smiles(smiles), use_coordinates=False, **kwargs)
 
 
-def hill_formula(symbols: Iterable[str]) -> str:
-    """The formula of atoms given by their element symbols, in Hill order (C first, then A-Z)."""
-    counts = Counter(symbols)
-    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in sorted(counts, key=lambda s: (s != "C", s)))
-
-
 def heavy_atom_formula(mol: Chem.Mol) -> str:
     """Hill-ordered heavy-atom formula, used to check that two records are one molecule."""
-    return hill_formula(atom.GetSymbol() for atom in mol.GetAtoms() if atom.GetAtomicNum() > 1)
+    counts: dict[str, int] = {}
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() > 1:
+            counts[atom.GetSymbol()] = counts.get(atom.GetSymbol(), 0) + 1
+    order = sorted(counts, key=lambda s: (s != "C", s))
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
 
 
 __all__ = [
-    "MoleculeError", "mol_from_smiles", "mol_to_data", "smiles_to_data", "heavy_atom_formula", "hill_formula",
+    "MoleculeError", "mol_from_smiles", "mol_to_data", "smiles_to_data", "heavy_atom_formula",
     "atom_features", "bond_graph", "OGB_ALLOWABLE_FEATURES",
 ]

@@ -20,11 +20,22 @@ NON_BOND = 1
 """Path code of a hop between two atoms that are not bonded (reference quirk only)."""
 
 
-def adjacency(edge_index: np.ndarray, n: int) -> np.ndarray:
-    """``[N, N]`` bool: whether atoms i and j are bonded (numpy: cheaper than torch at molecule size)."""
+def _adjacency(edge_index: np.ndarray, n: int) -> np.ndarray:
     adj = np.zeros((n, n), dtype=bool)
     adj[edge_index[0], edge_index[1]] = True
     return adj
+
+
+def _bond_codes(edge_index: np.ndarray, edge_attr: np.ndarray, n: int) -> np.ndarray:
+    """``[N+1, N+1, F]`` path codes per ordered atom pair: bond feature + 2, or NON_BOND.
+
+    Row and column N are a sentinel for "no atom" and hold NO_HOP.
+    """
+    codes = np.full((n + 1, n + 1, edge_attr.shape[1]), NON_BOND, dtype=np.uint8)
+    codes[n, :] = NO_HOP
+    codes[:, n] = NO_HOP
+    codes[edge_index[0], edge_index[1]] = edge_attr + 2
+    return codes
 
 
 def shortest_paths(edge_index: np.ndarray, n: int) -> np.ndarray:
@@ -117,12 +128,9 @@ def reference_path_bond_codes(
     ``via[i, j] == 0``) is done for all pairs at once by repeatedly inserting ``via`` between
     consecutive atoms of every sequence; only the first ``max_hops + 1`` atoms matter.
     """
-    dist, via = floyd_warshall_via(adjacency(edge_index, n))
-    pad = n  # sentinel atom: row and column n of the codes hold NO_HOP
-    codes = np.full((n + 1, n + 1, edge_attr.shape[1]), NON_BOND, dtype=np.uint8)  # [i, j]: bond i-j + 2
-    codes[pad, :] = NO_HOP
-    codes[:, pad] = NO_HOP
-    codes[edge_index[0], edge_index[1]] = edge_attr + 2
+    dist, via = floyd_warshall_via(_adjacency(edge_index, n))
+    codes = _bond_codes(edge_index, edge_attr, n)
+    pad = n  # sentinel atom
     keep = max_hops + 1
     seq = np.full((n, n, keep), pad, dtype=np.int64)
     seq[:, :, 0] = np.arange(n)[:, None]
@@ -147,8 +155,10 @@ def reference_path_bond_codes(
         seq = np.take_along_axis(wide, order, axis=-1)[:, :, :keep]
         length = np.minimum(present.sum(-1), keep)
         seq = np.where(np.arange(keep)[None, None, :] < length[..., None], seq, pad)
+    out = np.zeros((n, n, max_hops, edge_attr.shape[1]), dtype=np.uint8)
     hops = np.arange(max_hops)[None, None, :] < (length - 1)[..., None]
-    out = np.where(hops[..., None], codes[seq[:, :, :-1], seq[:, :, 1:]], np.uint8(NO_HOP))
+    hop_codes = codes[seq[:, :, :-1], seq[:, :, 1:]]
+    out[:] = np.where(hops[..., None], hop_codes, NO_HOP)
     eye = np.eye(n, dtype=bool)
     out[eye] = NO_HOP
     out[dist >= UNREACHABLE] = NO_HOP

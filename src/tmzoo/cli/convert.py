@@ -26,3 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         f"heads: {', '.join(k for k in spec['modules'] if k != 'encoder')})"
     )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

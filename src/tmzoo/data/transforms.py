@@ -13,10 +13,21 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform, Compose
 
-from tmzoo.chem.paths import adjacency, path_bond_codes, reference_path_bond_codes
+from tmzoo.chem.paths import path_bond_codes, reference_path_bond_codes
 
 
-class AddShortestPaths(BaseTransform):
+class _ReprArgs(BaseTransform):
+    """A transform whose ``repr`` lists its arguments, so cache keys change with them."""
+
+    def _args(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._args().items())
+        return f"{type(self).__name__}({args})"
+
+
+class AddShortestPaths(_ReprArgs):
     """Adds ``pair_spd`` (int16 ``[N*N]``) and ``pair_path`` (uint8 ``[N*N, max_hops, 3]``).
 
     ``pair_spd`` is the bond distance (510 between fragments). ``pair_path`` holds, per hop of
@@ -29,8 +40,8 @@ class AddShortestPaths(BaseTransform):
         self.max_hops = max_hops
         self.reference_compatible = reference_compatible
 
-    def __repr__(self) -> str:  # lists the arguments, so that cache keys change with them
-        return f"{type(self).__name__}(max_hops={self.max_hops!r}, reference_compatible={self.reference_compatible!r})"
+    def _args(self) -> dict:
+        return {"max_hops": self.max_hops, "reference_compatible": self.reference_compatible}
 
     def forward(self, data: Data) -> Data:
         n = data.num_nodes
@@ -41,11 +52,15 @@ class AddShortestPaths(BaseTransform):
         return data
 
 
-class AddDegree(BaseTransform):
+class AddDegree(_ReprArgs):
     """Adds ``degree`` (``[N]``): the number of distinct bonded neighbours of each atom."""
 
     def forward(self, data: Data) -> Data:
-        data.degree = torch.from_numpy(adjacency(data.edge_index.numpy(), data.num_nodes).sum(axis=1))
+        n = data.num_nodes
+        edge_index = data.edge_index.numpy()
+        adj = np.zeros((n, n), dtype=bool)  # numpy: cheaper than torch for molecule-sized arrays
+        adj[edge_index[0], edge_index[1]] = True
+        data.degree = torch.from_numpy(adj.sum(axis=1))
         return data
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import csv
 import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from rdkit import Chem
 
-from tmzoo.chem.molecule import MoleculeError, hill_formula, mol_from_smiles
+from tmzoo.chem.molecule import MoleculeError, mol_from_smiles
 from tmzoo.io.files import DamagedInputError, open_binary
 
 SUPPORTED = (".sdf", ".smi", ".csv")
@@ -235,6 +236,12 @@ def count_sdf_records(path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES
 def block_name(block: str) -> str:
     """The title line (first line) of an SDF record."""
     return block.split("\n", 1)[0].strip()
+
+
+def hill_formula(symbols: Iterable[str]) -> str:
+    """Hill-ordered formula of atom ``symbols`` (carbon first, then alphabetical)."""
+    counts = Counter(symbols)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in sorted(counts, key=lambda s: (s != "C", s)))
 
 
 def block_heavy_formula(block: str) -> str:

@@ -24,6 +24,8 @@ class GapHead(nn.Module):
     ``forward`` reads the graph token; :meth:`per_token` applies it to every token.
     """
 
+    graph_token_only = True  # the encoder may skip the atoms in its last layer
+
     def __init__(self, embed_dim: int):
         super().__init__()
         self.config = init_arguments(self)
@@ -104,6 +106,10 @@ class GraphRegressionHead(nn.Module):
         self.dense = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, num_targets)
         self.apply(init_transformer_m_)
+
+    @property
+    def graph_token_only(self) -> bool:
+        return self.readout == "token"
 
     def pool(self, out: EncoderOutput) -> Tensor:
         if self.readout == "token":

@@ -30,6 +30,8 @@ class EncoderOutput:
 
     @property
     def atoms(self) -> Tensor:
+        if self.tokens.shape[1] != self.atom_mask.shape[1] + 1:
+            raise ValueError("this output holds the graph token only (encoded with graph_only)")
         return self.tokens[:, 1:]
 
 

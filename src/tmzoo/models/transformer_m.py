@@ -118,7 +118,9 @@ class TransformerM(nn.Module):
         return bias_3d, atom_3d, direction
 
     # ---------------------------------------------------------------- forward
-    def forward(self, batch: Batch | DenseMolecules, modes: Tensor | None = None, graph_only: bool = False) -> EncoderOutput:
+    def forward(
+        self, batch: Batch | DenseMolecules, modes: Tensor | None = None, graph_only: bool = False
+    ) -> EncoderOutput:
         """Encode a dense batch (:func:`tmzoo.data.dense.collate_dense`, padded in loader
         workers) or a PyG ``Batch`` (padded here). ``graph_only``: the last layer computes the
         graph token alone (``tokens`` is ``[B, 1, C]``), for heads that read ``out.graph``."""

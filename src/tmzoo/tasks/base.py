@@ -108,7 +108,8 @@ class MoleculeTask(L.LightningModule):
     def encode(self, batch, mode: Mode | Tensor | None = None, graph_only: bool = False) -> EncoderOutput:
         """Encoder output; ``mode`` forces one mode for every molecule (training draws them), or
         gives one per molecule (a ``[B]`` tensor). ``graph_only``: the caller reads ``out.graph``
-        alone, and an encoder that can (``forward(..., graph_only)``) skips the atoms' last layer."""
+        alone (a head's ``graph_token_only``), and an encoder that can (``forward(..., graph_only)``)
+        skips the atoms' last layer."""
         if mode is None and not self.training:  # per-record modes (users' files), else eval_mode
             mode = batch.mode.view(-1) if "mode" in batch else self.eval_mode
         if mode is not None and not isinstance(mode, Tensor):

@@ -107,7 +107,7 @@ class Pretraining(MoleculeTask):
 
     def forward(self, batch, mode: Mode | None = None) -> Tensor:
         """``[B, 1]`` gap predictions."""
-        return self.gap_head(self.encode(batch, mode, graph_only=True))
+        return self.gap_head(self.encode(batch, mode, graph_only=getattr(self.gap_head, "graph_token_only", False)))
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:

@@ -124,7 +124,7 @@ class Regression(MoleculeTask):
     # ------------------------------------------------------------------ model
     def forward(self, batch, mode=None) -> Tensor:
         """``[B, T]`` predictions in data units."""
-        out = self.encode(batch, mode, graph_only=getattr(self.head, "readout", None) == "token")
+        out = self.encode(batch, mode, graph_only=getattr(self.head, "graph_token_only", False))
         return self.head(out).float() * self.target_std + self.target_mean
 
     def _standardised(self, batch) -> tuple[Tensor, Tensor, Tensor]:
