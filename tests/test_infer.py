@@ -176,3 +176,7 @@ def test_idle_cores_reads_a_share_of_this_process_cores():
 
     idle = infer.idle_cores(0.05)
     assert idle is None or 0.0 <= idle <= infer._cores()
+    start = infer.cpu_snapshot()  # over an interval this process spends computing: its own use is free to it
+    sum(i * i for i in range(200_000))
+    idle = infer.idle_cores(0.05, start)
+    assert idle is None or 0.0 <= idle <= infer._cores()

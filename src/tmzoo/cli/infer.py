@@ -42,23 +42,32 @@ def default_workers() -> int:
     return max(1, min(4, _cores() - 1))
 
 
-def idle_cores(seconds: float = 0.1) -> float | None:
-    """How many of this process's cores sat idle over the next ``seconds`` (Linux ``/proc/stat``;
-    ``None`` where it cannot be read)."""
-
-    def idle_and_total() -> tuple[int, int]:
+def cpu_snapshot() -> tuple[int, int, float, float] | None:
+    """Idle and all ticks of the machine (Linux ``/proc/stat``), this process's CPU seconds and the
+    clock; ``None`` where ``/proc/stat`` cannot be read."""
+    try:
         with open("/proc/stat") as handle:
             ticks = [int(v) for v in handle.readline().split()[1:9]]  # user .. steal
-        return ticks[3] + ticks[4], sum(ticks)
-
-    try:
-        idle0, total0 = idle_and_total()
-        time.sleep(seconds)
-        idle1, total1 = idle_and_total()
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
-    share = (idle1 - idle0) / max(total1 - total0, 1)
-    return share * min(_cores(), os.cpu_count() or 1)
+    return ticks[3] + ticks[4], sum(ticks), time.process_time(), time.monotonic()
+
+
+def idle_cores(seconds: float = 0.1, start: tuple | None = None) -> float | None:
+    """How many of this process's cores other work leaves free: measured from ``start`` (a
+    :func:`cpu_snapshot`; the interval is stretched to at least ``seconds``), or over the next
+    ``seconds``. The process's own CPU use counts as free. ``None`` where it cannot be read."""
+    start = start or cpu_snapshot()
+    if start is None:
+        return None
+    time.sleep(max(0.0, seconds - (time.monotonic() - start[3])))
+    end = cpu_snapshot()
+    if end is None:
+        return None
+    cores = min(_cores(), os.cpu_count() or 1)
+    idle = (end[0] - start[0]) / max(end[1] - start[1], 1) * cores
+    own = (end[2] - start[2]) / max(end[3] - start[3], 1e-6)  # cores this process used
+    return min(idle + own, float(cores))
 
 
 class ShareCores(Callback):
@@ -74,12 +83,12 @@ class ShareCores(Callback):
     it can win back).
     """
 
-    def __init__(self, workers: int, period: int = 64):
+    def __init__(self, workers: int, period: int = 64, idle: float | None = None):
         self.every = torch.get_num_threads()
         self.settings = sorted({max(1, min(self.every, _cores() - workers)), self.every})
         self.period = period
         self.speed: dict[int, float] = {}
-        idle = idle_cores()
+        idle = idle_cores() if idle is None else idle
         self.chosen = self.every if idle is not None and idle >= _cores() - 0.25 else self.settings[0]
         self._ended = 0.0
 
@@ -168,6 +177,7 @@ def run_inference(
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
     check_output(output, input_path)
+    before_load = cpu_snapshot()  # the cores' load is measured over the checkpoint's load
     bundle = load_bundle(checkpoint)
     workers = default_workers() if workers is None else workers
     data = FilesDataModule(
@@ -177,10 +187,11 @@ def run_inference(
     data.apply_model(bundle)
     writer = PredictionWriter(str(output), resume=resume, progress=progress)
     accelerator, devices = _accelerator(device)
+    threads = [ShareCores(workers, idle=idle_cores(0.05, before_load))] if accelerator == "cpu" else []
     with _quiet_lightning():
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, precision=precision or fastest_precision(device),
-            logger=False, callbacks=[writer, *([ShareCores(workers)] if accelerator == "cpu" else [])],
+            logger=False, callbacks=[writer, *threads],
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         )
         trainer.predict(bundle.model, datamodule=data, return_predictions=False)
