@@ -57,6 +57,30 @@ def test_bf16_predictions_stay_close_to_the_reference(ckpt, parity_dir, tmp_path
     assert 0 < error <= BF16_TOLERANCE
 
 
+def test_layer_weights_cast_once_give_the_same_bf16_predictions(ckpt, parity_dir):
+    """``tmzoo infer`` in bf16-mixed keeps the Transformer layers' Linear weights in bf16: the
+    values autocast would cast them to at every step, so the predictions are bit for bit the
+    same; norms and heads keep fp32."""
+    from torch_geometric.data import Batch
+
+    from tmzoo.checkpoints import load_bundle
+    from tmzoo.cli.infer import cast_layer_weights
+    from tmzoo.io.featurize import RecordFeaturizer
+    from tmzoo.io.records import read_records
+
+    bundle = load_bundle(ckpt)
+    batch = Batch.from_data_list([RecordFeaturizer()(r) for r in read_records(parity_dir / "golden_shared.sdf")])
+    model = bundle.model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(batch)
+        cast_layer_weights(model, torch.bfloat16)
+        after = model(batch)
+    assert torch.equal(before, after)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert dtypes["encoder.layers.0.fc1.weight"] == dtypes["encoder.layers.0.self_attn.q_proj.bias"] == torch.bfloat16
+    assert dtypes["encoder.layers.0.final_layer_norm.weight"] == dtypes["gap_head.embed_out.weight"] == torch.float32
+
+
 def test_smi_mixing_valid_and_invalid_records(ckpt, tmp_path):
     smi = tmp_path / "in.smi"
     smi.write_text("CCO ethanol\nC1CC invalid_ring\n\n[Na+].[Cl-] salt\nC methane\nnot-a-smiles\nCCCCCCCCCCCCCCCCCCCCCCCC chain\n")
