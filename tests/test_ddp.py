@@ -57,3 +57,42 @@ def test_ddp_two_processes_on_tiny_data(tmp_path):
 def test_ddp_two_processes_on_qm9_demo(tmp_path):
     demo = ["--config", str(ROOT / "datamodules" / "qm9_demo.yaml"), "--data.init_args.batch_size=4"]
     check_run(run_ddp(tmp_path, demo), tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_predict_streams_every_record_once(tmp_path, parity_dir):
+    """``tmzoo predict`` of a users' file on two ranks: each rank writes its chunks, together every
+    record once (the stream's length, counted on rank 0, is the same on both ranks)."""
+    from tmzoo.checkpoints import convert_checkpoint
+
+    ckpt = tmp_path / "model.ckpt"
+    convert_checkpoint(parity_dir / "golden_shared_official_format.pt", ckpt)
+    smi = tmp_path / "in.smi"
+    smi.write_text("CCO\nbad((\nc1ccccc1O\nCCN\nCC(=O)O\nC1CC1\nO\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable, "-m", "tmzoo.cli.lightning", "predict",
+        "--model", "tmzoo.tasks.Pretraining", "--model.encoder", "tmzoo.models.TransformerM",
+        "--model.encoder.num_layers", "2", "--model.encoder.embed_dim", "32", "--model.encoder.ffn_dim", "48",
+        "--model.encoder.num_heads", "4", "--model.encoder.num_kernels", "16",
+        "--model.encoder.reference_compatible", "true", "--model.gap_head", "tmzoo.models.GapHead",
+        "--model.denoising_head", "tmzoo.models.DenoisingHead",
+        "--data", "tmzoo.datamodules.FilesDataModule", "--data.path", str(smi), "--data.batch_size", "2",
+        "--data.chunk_size", "2", "--data.reference_compatible", "true", "--ckpt_path", str(ckpt),
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=tmzoo.tasks.PredictionWriter", f"--trainer.callbacks.output={tmp_path / 'out.csv'}",
+    ]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"DDP predict timed out:\n{(out + err)[-3000:]}")
+    assert proc.returncode == 0, (out + err)[-3000:]
+    ranks = [list(csv.DictReader(open(tmp_path / f"out.rank{r}.csv"))) for r in range(2)]
+    assert [row["index"] for row in ranks[0]] == ["0", "1", "4", "5"]
+    assert [row["index"] for row in ranks[1]] == ["2", "3", "6"]
+    assert "parse" in ranks[0][1]["error"] and all(row["prediction"] for rows in ranks for row in rows if not row["error"])

@@ -143,6 +143,9 @@ class FilesDataModule(MoleculeDataModule):
             self.num_records = count_records(self.path)
         except DamagedInputError:
             self.num_records = None  # reported by the stream, after the rows it can read
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:  # one count for all ranks: their lengths agree
+            self.num_records = trainer.strategy.broadcast(self.num_records, src=0)
 
     def _apply_restored_checkpoint(self, trainer) -> None:
         """The featurisation recorded in the checkpoint ``trainer`` restored the model from
