@@ -25,8 +25,13 @@ def run_ddp(tmp_path: Path, data: list[str], *extra: str) -> subprocess.Complete
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}", *extra,
     ]
+    return run_ranks(args, tmp_path, env)
+
+
+def run_ranks(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run a multi-process command; on timeout its whole process group is killed and the test fails."""
     # own process group, so a hung rank is killed with its launcher on timeout
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=300)
@@ -83,15 +88,8 @@ def test_ddp_predict_streams_every_record_once(tmp_path, parity_dir):
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.callbacks+=tmzoo.tasks.PredictionWriter", f"--trainer.callbacks.output={tmp_path / 'out.csv'}",
     ]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"DDP predict timed out:\n{(out + err)[-3000:]}")
-    assert proc.returncode == 0, (out + err)[-3000:]
+    result = run_ranks(args, tmp_path, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [list(csv.DictReader(open(tmp_path / f"out.rank{r}.csv"))) for r in range(2)]
     assert [row["index"] for row in ranks[0]] == ["0", "1", "4", "5"]
     assert [row["index"] for row in ranks[1]] == ["2", "3", "6"]
